@@ -1,0 +1,98 @@
+"""Checkpoints: tensors and JSON config only, written atomically, loaded with ``weights_only=True``.
+
+A checkpoint is a ``torch.save`` file of a dict holding the format tag, the model
+config as a JSON string and the state_dicts. Loading uses ``torch.load(...,
+weights_only=True)``, which refuses pickled code, so opening a checkpoint never runs
+anything it carries.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ppl_vae.build import ModelConfig, build_pair
+
+FORMAT = "ppl_vae/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, truncated, corrupted, unsafe or from another format."""
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then ``os.replace``.
+
+    A crash or a full disk leaves any previous file at ``path`` intact.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, guide: nn.Module, config: ModelConfig, **extra: Any) -> None:
+    """Write model and guide state_dicts and the config to ``path`` atomically.
+
+    :param extra: further tensors or JSON-able values (epoch, metrics, ...).
+    """
+    payload = {
+        "format": FORMAT,
+        "config": json.dumps(config.to_dict()),
+        "model": model.state_dict(),
+        "guide": guide.state_dict(),
+        "extra": json.dumps(extra),
+    }
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`, refusing anything but data.
+
+    :raises CheckpointError: naming the file, if it is missing, unsafe, corrupted or foreign.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"cannot load checkpoint {path}: {reason[:200]}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a ppl_vae checkpoint of format {FORMAT}")
+    payload["config"] = ModelConfig.from_dict(json.loads(payload["config"]))
+    payload["extra"] = json.loads(payload["extra"])
+    return payload
+
+
+def load_pair(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, ModelConfig]:
+    """Rebuild the trained ``(model, guide, config)`` from a checkpoint file or a run directory.
+
+    :param path: a checkpoint file, or a run directory holding ``checkpoint.pt``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    payload = load_checkpoint(path, map_location=device)
+    model, guide = build_pair(payload["config"])
+    try:
+        model.load_state_dict(payload["model"])
+        guide.load_state_dict(payload["guide"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path} does not match its config: {str(error).splitlines()[0]}") from None
+    return model.to(device), guide.to(device), payload["config"]

@@ -1,0 +1,186 @@
+"""Command line: argparse -> library calls -> a run directory.
+
+``ppl-vae train`` trains a model/guide pair and writes, into one run directory:
+``config.json``, ``metrics.csv``, ``loss_curve.png``, ``samples.png``,
+``reconstructions.png`` and ``checkpoint.pt`` (written last: a run directory holding
+it is a finished run). Every user error is one line on stderr and exit code 2.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ppl_vae.build import ModelConfig, build_pair
+from ppl_vae.checkpoint import CheckpointError, save_checkpoint
+from ppl_vae.data import DATASETS, DataError, load_dataset
+from ppl_vae.device import resolve_device
+from ppl_vae.figures import plot_curves, save_reconstructions, save_samples
+from ppl_vae.guides import GUIDES
+from ppl_vae.likelihoods import LIKELIHOODS
+from ppl_vae.nets import ACTIVATIONS, NETWORKS
+from ppl_vae.train import ELBOS, NonFiniteLossError, TrainConfig, fit
+
+
+class UsageError(ValueError):
+    """A user error, reported as one line with exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (no usage block) and exit code 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
+
+
+def add_train_parser(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a VAE with SVI and Trace_ELBO")
+    p.add_argument("--dataset", default="mnist-sample", choices=DATASETS, metavar="NAME",
+                   help=f"one of {', '.join(DATASETS)} (default: mnist-sample, shipped with the package)")
+    p.add_argument("--data-dir", default="data", help="torchvision's data folder (default: ./data)")
+    p.add_argument("--network", default="mlp", choices=NETWORKS, help="encoder/decoder family (default: mlp)")
+    p.add_argument("--hidden-dims", type=positive_int, nargs="+", default=(400,),
+                   help="hidden widths of the encoder; the decoder mirrors them (default: 400)")
+    p.add_argument("--activation", default="relu", choices=tuple(ACTIVATIONS), metavar="NAME",
+                   help=f"one of {', '.join(ACTIVATIONS)} (default: relu)")
+    p.add_argument("--z-dim", type=positive_int, default=20, help="latent dimension (default: 20)")
+    p.add_argument("--likelihood", default="auto", choices=("auto", *LIKELIHOODS), metavar="NAME",
+                   help=f"auto or one of {', '.join(LIKELIHOODS)}; auto is bernoulli for binary data, "
+                   "else continuous-bernoulli")
+    p.add_argument("--guide", default="diag", choices=tuple(GUIDES), metavar="NAME",
+                   help=f"one of {', '.join(GUIDES)} (default: diag)")
+    p.add_argument("--elbo", default="trace", choices=tuple(ELBOS), help="Trace_ELBO or TraceMeanField_ELBO")
+    p.add_argument("--num-particles", type=positive_int, default=1, help="samples of z per datapoint and step")
+    p.add_argument("--epochs", type=positive_int, default=10)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam's learning rate")
+    p.add_argument("--beta", type=positive_float, default=1.0, help="KL weight (beta-VAE); 1 is the ELBO")
+    p.add_argument("--warmup-epochs", type=non_negative_float, default=0.0, help="linear KL warm-up length")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default: results/runs/<time>-<dataset>-<guide>)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def check_data(likelihood, data) -> None:
+    """Raise UsageError if the training data lie outside the likelihood's support."""
+    x = data.train
+    if data.binarize:
+        if not (torch.isfinite(x).all() and ((x >= 0) & (x <= 1)).all()):
+            raise UsageError(f"dataset {data.name!r} has values outside [0, 1] or NaN; it cannot be binarized")
+        x = torch.bernoulli(x[:1000])
+    problem = likelihood.support_problem(x)
+    if problem is not None:
+        raise UsageError(f"dataset {data.name!r}: {problem}")
+
+
+def prepare_out_dir(out: Path | None, dataset: str, guide: str) -> Path:
+    if out is None:
+        out = Path("results/runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{dataset}-{guide}"
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"output directory {out} already exists and is not empty; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create output directory {out}: {error.strerror}") from None
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    data = load_dataset(args.dataset, args.data_dir, device)
+    likelihood = args.likelihood
+    if likelihood == "auto":
+        likelihood = "bernoulli" if data.is_binary else "continuous-bernoulli"
+    config = ModelConfig(
+        event_shape=data.event_shape, z_dim=args.z_dim, network=args.network, hidden_dims=tuple(args.hidden_dims),
+        activation=args.activation, likelihood=likelihood, guide=args.guide,
+    )
+    model, guide = build_pair(config)
+    model, guide = model.to(device), guide.to(device)
+    check_data(model.likelihood, data)
+    train_config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, elbo=args.elbo,
+        num_particles=args.num_particles, beta=args.beta, warmup_epochs=args.warmup_epochs, seed=args.seed,
+    )
+    out = prepare_out_dir(args.out, args.dataset, args.guide)
+    run_config = {"dataset": args.dataset, "data_dir": str(args.data_dir), "device": str(device),
+                  "model": config.to_dict(), "train": train_config.to_dict()}
+    (out / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
+
+    history = []
+
+    def on_epoch(row: dict) -> None:
+        history.append(row)
+        import pandas as pd
+
+        pd.DataFrame(history).to_csv(out / "metrics.csv", index=False)
+        print(f"epoch {row['epoch']}: train ELBO {row['train_elbo']:.2f}, test ELBO {row['test_elbo']:.2f} "
+              f"nats/image, {row['seconds']:.1f} s", file=sys.stderr)
+
+    metrics = fit(model, guide, data, train_config, on_epoch=on_epoch, progress=not args.no_progress)
+    plot_curves(metrics, out / "loss_curve.png")
+    x = next(data.batches("test", 32))
+    save_samples(model, x, out / "samples.png")
+    save_reconstructions(model, guide, x, out / "reconstructions.png")
+    save_checkpoint(out / "checkpoint.pt", model, guide, config, epoch=args.epochs,
+                    test_elbo=float(metrics["test_elbo"].iloc[-1]))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="ppl-vae", description="Variational autoencoders written as Pyro programs.")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    add_train_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, DataError, CheckpointError, NonFiniteLossError, ValueError) as error:
+        print(f"ppl-vae {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ppl-vae {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The SVI loop: Trace_ELBO gradient steps over a device-resident dataset.
+
+No argparse and no printing here beyond the tqdm progress bar; the CLI and users'
+scripts call :func:`fit`.
+
+The step is Pyro's: the loss is ``Trace_ELBO().differentiable_loss(model, guide, x)``,
+exactly what ``pyro.infer.SVI`` differentiates. Two things make it fast: one torch
+Adam (fused where torch offers it) steps all parameters at once instead of one
+optimizer per parameter, and the networks' ``pyro.module`` registration is skipped in
+the hot loop (see :mod:`ppl_vae.registration`), since the optimizer holds the
+parameters itself.
+"""
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import pandas as pd
+import pyro
+import torch
+from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from torch import nn
+from tqdm.auto import tqdm
+
+from ppl_vae.data import Dataset
+from ppl_vae.kl_scale import LatentScaleMessenger, warmup_scale
+from ppl_vae.registration import registration_skipped
+
+ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def make_elbo(name: str = "trace", num_particles: int = 1) -> ELBO:
+    """Build a Pyro ELBO by name; particles are vectorized over a leading dimension.
+
+    :param name: ``"trace"`` (:class:`~pyro.infer.Trace_ELBO`) or ``"mean-field"``
+        (:class:`~pyro.infer.TraceMeanField_ELBO`, analytic KL where Pyro has one).
+    :param num_particles: samples of z per datapoint and step.
+    """
+    if name not in ELBOS:
+        raise ValueError(f"unknown ELBO {name!r}; choose from {', '.join(ELBOS)}")
+    if num_particles < 1:
+        raise ValueError(f"num_particles must be at least 1, got {num_particles}")
+    return ELBOS[name](num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1)
+
+
+def make_adam(params, lr: float) -> torch.optim.Adam:
+    """torch's Adam over ``params``, fused when torch supports it for their device."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
+
+
+class SVIStep:
+    """One stochastic-gradient step on ``-ELBO``, equivalent to ``pyro.infer.SVI.step``.
+
+    :param model: the Pyro model (an ``nn.Module``).
+    :param guide: the Pyro guide (an ``nn.Module``).
+    :param elbo: a Pyro ELBO, e.g. ``Trace_ELBO()``.
+    :param lr: Adam's learning rate.
+    :param beta: the KL weight; :attr:`kl` holds it and may be changed between steps.
+    """
+
+    def __init__(self, model: nn.Module, guide: nn.Module, elbo: ELBO, lr: float = 1e-3, beta: float = 1.0) -> None:
+        self.model, self.guide, self.elbo = model, guide, elbo
+        self.kl = LatentScaleMessenger(beta)
+        self.parameters = list(dict.fromkeys([*model.parameters(), *guide.parameters()]))
+        self.optimizer = make_adam(self.parameters, lr)
+
+    def loss(self, *args) -> torch.Tensor:
+        """The differentiable ``-ELBO`` (KL term weighted by ``kl.scale``), summed over the batch."""
+        with registration_skipped():
+            return self.elbo.differentiable_loss(self.kl(self.model), self.kl(self.guide), *args)
+
+    def __call__(self, *args) -> float:
+        """Take one step. :returns: the loss before the step (sum over the batch)."""
+        loss = self.loss(*args)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise NonFiniteLossError(f"the loss is {value}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return value
+
+
+@torch.no_grad()
+def evaluate_elbo(
+    model: nn.Module, guide: nn.Module, data: Dataset, split: str = "test", batch_size: int = 1000,
+    elbo: ELBO | None = None,
+) -> float:
+    """The mean ELBO per datapoint on a split, in nats.
+
+    :param elbo: the estimator (default ``Trace_ELBO()``, one particle).
+    """
+    elbo = elbo or Trace_ELBO()
+    total, count = 0.0, 0
+    with registration_skipped():
+        for x in data.batches(split, batch_size):
+            total -= elbo.differentiable_loss(model, guide, x).item()
+            count += len(x)
+    return total / count
+
+
+@dataclass
+class TrainConfig:
+    """Optimization settings for :func:`fit`.
+
+    :param epochs: passes over the training split.
+    :param batch_size: datapoints per step.
+    :param lr: Adam's learning rate.
+    :param elbo: ``"trace"`` or ``"mean-field"``.
+    :param num_particles: samples of z per datapoint and step.
+    :param beta: the KL weight of the beta-VAE (1 is the ELBO).
+    :param warmup_epochs: epochs of linear KL warm-up from ~0 to ``beta`` (0: none).
+    :param seed: seed of Pyro's, torch's and the shuffling RNGs.
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    elbo: str = "trace"
+    num_particles: int = 1
+    beta: float = 1.0
+    warmup_epochs: float = 0.0
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit(
+    model: nn.Module,
+    guide: nn.Module,
+    data: Dataset,
+    config: TrainConfig,
+    on_epoch: Callable[[dict], None] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train a model/guide pair with SVI and Trace_ELBO.
+
+    :param model: the Pyro model, on the data's device.
+    :param guide: the Pyro guide, on the data's device.
+    :param data: the dataset.
+    :param config: the optimization settings.
+    :param on_epoch: called with each epoch's metrics row.
+    :param progress: show a tqdm progress bar with the running loss.
+    :returns: one row per epoch: ``epoch``, ``train_elbo`` (the training objective per
+        datapoint, averaged over the epoch's steps), ``test_elbo`` (the ELBO per datapoint
+        on the test split after the epoch), ``beta`` and ``seconds`` (cumulative training time).
+    """
+    if config.batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {config.batch_size}")
+    if not config.beta > 0:
+        raise ValueError(f"beta must be positive, got {config.beta}")
+    pyro.set_rng_seed(config.seed)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    step = SVIStep(model, guide, make_elbo(config.elbo, config.num_particles), config.lr, config.beta)
+    steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    rows, seconds, global_step = [], 0.0, 0
+    for epoch in range(1, config.epochs + 1):
+        start, total, seen = time.perf_counter(), 0.0, 0
+        batches = data.batches("train", config.batch_size, shuffle=True, generator=shuffle)
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}", disable=not progress, leave=False)
+        for x in bar:
+            step.kl.scale = warmup_scale(config.beta, global_step, warmup_steps)
+            total += step(x)
+            seen += len(x)
+            global_step += 1
+            if global_step % 20 == 0:
+                bar.set_postfix(loss=f"{total / seen:.2f}")
+        seconds += time.perf_counter() - start
+        row = {
+            "epoch": epoch,
+            "train_elbo": -total / len(data.train),
+            "test_elbo": evaluate_elbo(model, guide, data, "test"),
+            "beta": step.kl.scale,
+            "seconds": seconds,
+        }
+        rows.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+    return pd.DataFrame(rows)
