@@ -1,0 +1,104 @@
+import json
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from ppl_vae import load_pair
+from ppl_vae.cli import main
+
+RUN_FILES = {"config.json", "metrics.csv", "loss_curve.png", "samples.png", "reconstructions.png", "checkpoint.pt"}
+
+
+def test_train_writes_a_complete_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--dataset", "binarized-mnist-sample", "--epochs", "2", "--z-dim", "4",
+                 "--hidden-dims", "64", "--batch-size", "256", "--out", str(out), "--no-progress"])
+    assert code == 0
+    assert {p.name for p in out.iterdir()} == RUN_FILES
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2]
+    values = metrics[["train_elbo", "test_elbo", "seconds"]].to_numpy()
+    assert values.dtype.kind == "f" and all(math.isfinite(v) for v in values.ravel())
+    assert (metrics["test_elbo"] < 0).all()
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["likelihood"] == "bernoulli"  # auto, for binary data
+    assert config["train"]["epochs"] == 2 and config["device"] == "cpu"
+    model, guide, model_config = load_pair(out)
+    assert model_config.z_dim == 4
+    assert guide(torch.zeros(2, 1, 28, 28)).shape == (2, 4)
+    for name in ("samples.png", "reconstructions.png", "loss_curve.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_auto_likelihood_for_grayscale_and_conv_network(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--network", "conv", "--hidden-dims", "32", "--epochs", "1", "--z-dim", "2",
+                 "--batch-size", "500", "--out", str(out), "--no-progress", "--likelihood", "auto"]) == 0
+    assert json.loads((out / "config.json").read_text())["model"]["likelihood"] == "continuous-bernoulli"
+
+
+BAD_INPUTS = {
+    "dataset": (["--dataset", "svhn"], "invalid choice: 'svhn'"),
+    "likelihood": (["--likelihood", "poisson"], "invalid choice: 'poisson'"),
+    "guide": (["--guide", "flowy"], "invalid choice: 'flowy'"),
+    "device": (["--device", "tpu"], "unknown device 'tpu'; choose from auto, cpu, cuda, cuda:N"),
+    "z-dim": (["--z-dim", "0"], "must be at least 1"),
+    "batch-size": (["--batch-size", "-3"], "must be at least 1"),
+    "beta": (["--beta", "0"], "must be positive"),
+    "support": (["--dataset", "mnist-sample", "--likelihood", "bernoulli"], "needs binary data"),
+    "data-dir": (["--dataset", "binarized-mnist-static", "--data-dir", "/nonexistent"], "binarized_mnist_train.amat"),
+}
+if not torch.cuda.is_available():
+    BAD_INPUTS["cuda"] = (["--device", "cuda"], "CUDA is not available")
+
+
+@pytest.mark.parametrize("args, message", list(BAD_INPUTS.values()), ids=list(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_no_run_dir(args, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        sys.exit(main(["train", "--epochs", "1", "--out", str(out), *args]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_existing_run_directory_is_not_touched(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.csv").write_text("precious\n")
+    assert main(["train", "--epochs", "1", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "metrics.csv").read_text() == "precious\n"
+
+
+def test_nan_in_the_data_is_refused(tmp_path, capsys, monkeypatch):
+    import ppl_vae.cli
+
+    real = ppl_vae.cli.load_dataset
+
+    def with_nan(*args, **kwargs):
+        data = real(*args, **kwargs)
+        data.train[0, 0, 0, 0] = float("nan")
+        return data
+
+    monkeypatch.setattr(ppl_vae.cli, "load_dataset", with_nan)
+    out = tmp_path / "run"
+    assert main(["train", "--likelihood", "continuous-bernoulli", "--out", str(out)]) == 2
+    assert "NaN" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_module_entry_point_reports_errors_without_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "ppl_vae", "train", "--dataset", "nope", "--out", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "invalid choice: 'nope'" in result.stderr
+    assert "Traceback" not in result.stderr
