@@ -8,7 +8,9 @@ exactly what ``pyro.infer.SVI`` differentiates. Two things make it fast: one tor
 Adam (fused where torch offers it) steps all parameters at once instead of one
 optimizer per parameter, and the networks' ``pyro.module`` registration is skipped in
 the hot loop (see :mod:`ppl_vae.registration`), since the optimizer holds the
-parameters itself.
+parameters itself. Pyro's and torch's argument validation runs on the first step, which
+catches shape and support errors, and is switched off after it; the loss is still
+checked for NaN at every step.
 """
 
 import math
@@ -20,6 +22,7 @@ import pandas as pd
 import pyro
 import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.util import is_validation_enabled
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -72,6 +75,7 @@ class SVIStep:
         self.kl = LatentScaleMessenger(beta)
         self.parameters = list(dict.fromkeys([*model.parameters(), *guide.parameters()]))
         self.optimizer = make_adam(self.parameters, lr)
+        self.validated = False
 
     def loss(self, *args) -> torch.Tensor:
         """The differentiable ``-ELBO`` (KL term weighted by ``kl.scale``), summed over the batch."""
@@ -80,7 +84,9 @@ class SVIStep:
 
     def __call__(self, *args) -> float:
         """Take one step. :returns: the loss before the step (sum over the batch)."""
-        loss = self.loss(*args)
+        with pyro.validation_enabled(is_validation_enabled() and not self.validated):
+            loss = self.loss(*args)
+        self.validated = True
         value = loss.item()
         if not math.isfinite(value):
             raise NonFiniteLossError(f"the loss is {value}")

@@ -1,0 +1,147 @@
+"""Training throughput: ppl_vae's Trace_ELBO step against a plain PyTorch VAE loop.
+
+The 784-400-20 MLP VAE of pytorch/examples (ReLU, Bernoulli likelihood, Adam lr 1e-3)
+on dynamically binarized full MNIST, at batch sizes 128 and 512. In one process and
+interleaved round by round, it times:
+
+- ``plain-torch``: pytorch/examples' hand-written VAE (analytic KL, BCE loss) with
+  torch's fastest Adam here (``fused=True``);
+- ``ppl_vae``: :class:`ppl_vae.SVIStep`, i.e. ``Trace_ELBO().differentiable_loss`` on
+  the library's model/guide pair, one fused Adam over all parameters;
+- ``pyro-svi``: the same pair under plain ``pyro.infer.SVI`` with ``pyro.optim.Adam``.
+
+Each round runs ``--steps`` steps per method; the median images/s over ``--rounds``
+rounds is reported. Writes ``results/bench_train.csv`` and ``results/bench_train.md``.
+
+Usage::
+
+    python scripts/bench_train.py --data-dir ../shared/data
+"""
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyro
+import torch
+import torch.nn.functional as F
+from pyro.infer import SVI, Trace_ELBO
+from torch import nn
+
+from ppl_vae import ModelConfig, SVIStep, build_pair, load_dataset
+from ppl_vae.device import resolve_device
+from ppl_vae.train import make_adam
+
+
+class PlainVAE(nn.Module):
+    """pytorch/examples' VAE (examples/vae/main.py), returning logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(784, 400)
+        self.fc21 = nn.Linear(400, 20)
+        self.fc22 = nn.Linear(400, 20)
+        self.fc3 = nn.Linear(20, 400)
+        self.fc4 = nn.Linear(400, 784)
+
+    def forward(self, x):
+        h = F.relu(self.fc1(x.view(-1, 784)))
+        mu, logvar = self.fc21(h), self.fc22(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return self.fc4(F.relu(self.fc3(z))), mu, logvar
+
+
+def plain_runner(device):
+    vae = PlainVAE().to(device)
+    optimizer = make_adam(vae.parameters(), 1e-3)
+
+    def step(x):
+        logits, mu, logvar = vae(x)
+        bce = F.binary_cross_entropy_with_logits(logits, x.view(-1, 784), reduction="sum")
+        kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        loss = bce + kld
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def pair(device):
+    model, guide = build_pair(ModelConfig(event_shape=(1, 28, 28), z_dim=20, hidden_dims=(400,)))
+    return model.to(device), guide.to(device)
+
+
+def ppl_vae_runner(device):
+    return SVIStep(*pair(device), Trace_ELBO(), lr=1e-3)
+
+
+def pyro_svi_runner(device):
+    model, guide = pair(device)
+    return SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO()).step
+
+
+RUNNERS = {"plain-torch": plain_runner, "ppl_vae": ppl_vae_runner, "pyro-svi": pyro_svi_runner}
+
+
+def time_steps(step, batches, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for x in batches:
+        step(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=(128, 512))
+    parser.add_argument("--steps", type=int, default=100, help="steps per method and round")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    data = load_dataset("binarized-mnist", args.data_dir, device)
+    pyro.set_rng_seed(0)
+    rows = []
+    for batch_size in args.batch_sizes:
+        runners = {name: make(device) for name, make in RUNNERS.items()}
+        batches = list(data.batches("train", batch_size, shuffle=True))[: args.steps]
+        for name, step in runners.items():  # warm-up
+            time_steps(step, batches[:10], device)
+        rates = {name: [] for name in runners}
+        for _ in range(args.rounds):
+            for name, step in runners.items():
+                seconds = time_steps(step, batches, device)
+                rates[name].append(len(batches) * batch_size / seconds)
+        reference = statistics.median(rates["plain-torch"])
+        for name, values in rates.items():
+            rows.append({
+                "device": str(device), "batch_size": batch_size, "method": name,
+                "images_per_s": round(statistics.median(values)),
+                "ratio_to_plain": round(statistics.median(values) / reference, 3),
+                "rounds": args.rounds, "steps_per_round": len(batches),
+            })
+            print(rows[-1])
+    table = pd.DataFrame(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "bench_train" if device.type == "cpu" else f"bench_train_{device.type}"
+    table.to_csv(args.out / f"{name}.csv", index=False)
+    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, pyro {pyro.__version__}"
+    with open(args.out / f"{name}.md", "w") as f:
+        f.write(f"# Training throughput ({device}; {machine})\n\n")
+        f.write("`python scripts/bench_train.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
+                [("device", args.device), ("steps", args.steps), ("rounds", args.rounds)]) + "`\n\n")
+        f.write(table.to_markdown(index=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
