@@ -1,15 +1,20 @@
 """Command line: argparse -> library calls -> a run directory.
 
-``ppl-vae train`` trains a model/guide pair and writes, into one run directory:
-``config.json``, ``metrics.csv``, ``loss_curve.png``, ``samples.png``,
-``reconstructions.png`` and ``checkpoint.pt`` (written last: a run directory holding
-it is a finished run). Every user error is one line on stderr and exit code 2.
+- ``ppl-vae train`` trains a model/guide pair and writes, into one run directory:
+  ``config.json``, ``metrics.csv``, ``loss_curve.png``, ``samples.png``,
+  ``reconstructions.png`` and ``checkpoint.pt`` (written last: a run directory holding
+  it is a finished run).
+- ``ppl-vae evaluate RUN_DIR`` appends the importance-sampled test log-likelihood and
+  friends to ``evaluation.csv`` / ``evaluation.md``.
+- ``ppl-vae check RUN_DIR`` compares Pyro's ELBO estimators with the closed-form ELBO
+  and appends the result to ``check.csv`` / ``check.md``.
+
+Every user error is one line on stderr and exit code 2.
 """
 
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,6 +27,7 @@ from ppl_vae.figures import plot_curves, save_reconstructions, save_samples
 from ppl_vae.guides import GUIDES
 from ppl_vae.likelihoods import LIKELIHOODS
 from ppl_vae.nets import ACTIVATIONS, NETWORKS
+from ppl_vae.run_dir import RunDirError, append_table, load_run, new_run_dir
 from ppl_vae.train import ELBOS, NonFiniteLossError, TrainConfig, fit
 
 
@@ -108,18 +114,6 @@ def check_data(likelihood, data) -> None:
         raise UsageError(f"dataset {data.name!r}: {problem}")
 
 
-def prepare_out_dir(out: Path | None, dataset: str, guide: str) -> Path:
-    if out is None:
-        out = Path("results/runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{dataset}-{guide}"
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"output directory {out} already exists and is not empty; choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot create output directory {out}: {error.strerror}") from None
-    return out
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     data = load_dataset(args.dataset, args.data_dir, device)
@@ -137,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, elbo=args.elbo,
         num_particles=args.num_particles, beta=args.beta, warmup_epochs=args.warmup_epochs, seed=args.seed,
     )
-    out = prepare_out_dir(args.out, args.dataset, args.guide)
+    out = new_run_dir(args.out, args.dataset, args.guide)
     run_config = {"dataset": args.dataset, "data_dir": str(args.data_dir), "device": str(device),
                   "model": config.to_dict(), "train": train_config.to_dict()}
     (out / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
@@ -163,10 +157,89 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_run_dir_arguments(p) -> None:
+    p.add_argument("run_dir", type=Path, help="a run directory written by ppl-vae train")
+    p.add_argument("--split", default="test", choices=("test", "valid", "train"))
+    p.add_argument("--num-datapoints", type=positive_int, default=None, help="the first N datapoints (default: all)")
+    p.add_argument("--data-dir", default=None, help="override the run's data directory")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="seed of the test binarization and the samples")
+
+
+def add_evaluate_parser(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="importance-sampled log-likelihood (IWAE bound), active units, KL")
+    add_run_dir_arguments(p)
+    p.add_argument("--num-samples", type=positive_int, default=5000, help="K importance samples (default 5000)")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="datapoints per pass")
+    p.add_argument("--chunk-size", type=positive_int, default=500, help="samples per pass")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def add_check_parser(subparsers) -> None:
+    p = subparsers.add_parser("check", help="Trace_ELBO and TraceMeanField_ELBO against the closed-form ELBO")
+    add_run_dir_arguments(p)
+    p.set_defaults(num_datapoints=500)
+    p.add_argument("--num-particles", type=positive_int, default=100, help="particles per estimator run")
+    p.add_argument("--repeats", type=positive_int, default=20, help="estimator runs, for the standard error")
+    p.add_argument("--num-samples", type=positive_int, default=1000,
+                   help="draws for the closed form's Monte Carlo likelihood term")
+    p.set_defaults(func=cmd_check)
+
+
+def evaluation_data(args: argparse.Namespace):
+    """The run's model, guide and the fixed data to evaluate on (binarized once, seeded)."""
+    device = resolve_device(args.device)
+    model, guide, data = load_run(args.run_dir, device, args.data_dir)
+    x, _ = data.split(args.split)
+    x = x[: args.num_datapoints]
+    if data.binarize:
+        generator = torch.Generator(device=x.device).manual_seed(args.seed)
+        x = torch.bernoulli(x, generator=generator)
+    return model, guide, data, x
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    import pandas as pd
+    from ppl_vae.evaluate import evaluation_table
+
+    model, guide, data, x = evaluation_data(args)
+    with tqdm(total=len(x), desc="evaluate", unit="image", disable=args.no_progress) as bar:
+        row = evaluation_table(model, guide, x, num_samples=args.num_samples, batch_size=args.batch_size,
+                               chunk_size=args.chunk_size, seed=args.seed, progress=bar)
+    row = {"dataset": data.name, "split": args.split, "device": str(x.device), **row}
+    append_table(args.run_dir, "evaluation", pd.DataFrame([row]))
+    print(f"{data.name} {args.split}: NLL {row['nll']:.2f} +- {row['nll_std_error']:.2f} nats "
+          f"({row['bits_per_dim']:.4f} bits/dim), ELBO {row['elbo']:.2f}, K={args.num_samples}, "
+          f"active units {row['active_units']}/{row['z_dim']}, {row['seconds']:.0f} s")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ppl_vae.check import elbo_agreement
+
+    model, guide, data, x = evaluation_data(args)
+    try:
+        table = elbo_agreement(model, guide, x, args.num_particles, args.repeats, args.num_samples)
+    except TypeError as error:
+        raise UsageError(str(error)) from None
+    table.insert(0, "dataset", data.name)
+    append_table(args.run_dir, "check", table)
+    for row in table.itertuples():
+        print(f"{row.estimator}: {row.estimate:.3f} +- {row.std_error:.3f}, closed form {row.closed_form:.3f} "
+              f"+- {row.closed_form_std_error:.3f}: {row.z:+.2f} standard errors "
+              f"({'agrees' if abs(row.z) < 4 else 'DISAGREES'})")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="ppl-vae", description="Variational autoencoders written as Pyro programs.")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     add_train_parser(subparsers)
+    add_evaluate_parser(subparsers)
+    add_check_parser(subparsers)
     return parser
 
 
@@ -174,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, DataError, CheckpointError, NonFiniteLossError, ValueError) as error:
+    except (UsageError, DataError, CheckpointError, RunDirError, NonFiniteLossError, ValueError) as error:
         print(f"ppl-vae {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
