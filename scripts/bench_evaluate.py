@@ -1,0 +1,153 @@
+"""Speed of the importance-sampled log-likelihood (IWAE bound) against two references.
+
+For the 784-400-20 MLP VAE and the 784-200-200-50 tanh MLP of the IWAE paper (Burda et
+al. 2015), each trained for ``--train-epochs`` on dynamically binarized MNIST, it
+evaluates the test NLL with K importance samples through
+:func:`ppl_vae.evaluate.estimate_log_likelihood` (Pyro traces), and on a subset
+measures, in the same process:
+
+- ``bare``: the compute limit: the decoder and the Bernoulli log-probability alone, in
+  large no-grad batches, no encoder, no Pyro;
+- ``pythae-style``: pythae's way: a Python loop over datapoints, each with its K
+  samples in batches of 100.
+
+Writes ``results/bench_evaluate.csv`` and ``results/bench_evaluate.md``.
+
+Usage::
+
+    python scripts/bench_evaluate.py --data-dir ../shared/data             # full: 10,000 x 5000
+    python scripts/bench_evaluate.py --num-datapoints 500 --num-samples 1000 # quick
+"""
+
+import argparse
+import math
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyro
+import pyro.distributions as dist
+import torch
+
+from ppl_vae import ModelConfig, TrainConfig, build_pair, fit, load_dataset
+from ppl_vae.device import resolve_device
+from ppl_vae.evaluate import estimate_log_likelihood
+
+MODELS = {
+    "784-400-20 relu": ModelConfig(z_dim=20, hidden_dims=(400,), activation="relu"),
+    "784-200-200-50 tanh": ModelConfig(z_dim=50, hidden_dims=(200, 200), activation="tanh"),
+}
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def bare_pairs_per_s(model, x, num_samples, batch_size, chunk_size, device) -> float:
+    """Decoder + Bernoulli log_prob only, on z drawn from the prior, same pass shape."""
+    synchronize(device)
+    start = time.perf_counter()
+    for i in range(0, len(x), batch_size):
+        batch = x[i:i + batch_size]
+        for _ in range(0, num_samples, chunk_size):
+            z = torch.randn(chunk_size, len(batch), model.z_dim, device=device)
+            logits = model.decoder(z)
+            dist.Bernoulli(logits=logits, validate_args=False).log_prob(batch).sum((-3, -2, -1))
+    synchronize(device)
+    return len(x) * num_samples / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def pythae_pairs_per_s(model, guide, x, num_samples, device, samples_per_batch=100) -> float:
+    """pythae's NLL loop: per datapoint, its samples in batches of 100."""
+    synchronize(device)
+    start = time.perf_counter()
+    for i in range(len(x)):
+        xi = x[i:i + 1]
+        loc, scale = guide.loc_scale(xi)
+        log_w = []
+        for _ in range(num_samples // samples_per_batch):
+            z = loc + scale * torch.randn(samples_per_batch, guide.z_dim, device=device)
+            log_px_z = dist.Bernoulli(logits=model.decoder(z), validate_args=False).log_prob(xi).sum((-3, -2, -1))
+            log_pz = dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
+            log_qz = dist.Normal(loc, scale).log_prob(z).sum(-1)
+            log_w.append(log_px_z + log_pz - log_qz)
+        torch.logsumexp(torch.cat(log_w), 0) - math.log(num_samples)
+    synchronize(device)
+    return len(x) * num_samples / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--num-datapoints", type=int, default=10_000, help="test images for the full evaluation")
+    parser.add_argument("--num-samples", type=int, default=5000)
+    parser.add_argument("--reference-datapoints", type=int, default=50, help="subset for the references")
+    parser.add_argument("--batch-size", type=int, default=10)
+    parser.add_argument("--chunk-size", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--train-epochs", type=int, default=1)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    pyro.set_rng_seed(0)
+    data = load_dataset("binarized-mnist", args.data_dir, device)
+    x = torch.bernoulli(data.test[: args.num_datapoints], generator=torch.Generator(device).manual_seed(0))
+    rows = []
+    for name in args.models:
+        model, guide = build_pair(MODELS[name])
+        model, guide = model.to(device), guide.to(device)
+        fit(model, guide, data, TrainConfig(epochs=args.train_epochs, batch_size=100), progress=False)
+        subset = x[: args.reference_datapoints]
+        common = dict(num_samples=args.num_samples, batch_size=args.batch_size, chunk_size=args.chunk_size)
+        # ppl_vae and the references on the same subset, interleaved, after a warm-up; median of rounds
+        estimate_log_likelihood(model, guide, subset[:2], **common)
+        rates = {"ppl_vae": [], "bare": [], "pythae": []}
+        for _ in range(args.rounds):
+            synchronize(device)
+            start = time.perf_counter()
+            estimate_log_likelihood(model, guide, subset, **common)
+            synchronize(device)
+            rates["ppl_vae"].append(len(subset) * args.num_samples / (time.perf_counter() - start))
+            rates["bare"].append(bare_pairs_per_s(model, subset, args.num_samples, args.batch_size,
+                                                  args.chunk_size, device))
+            rates["pythae"].append(pythae_pairs_per_s(model, guide, subset, args.num_samples, device))
+        subset_rate, bare, pythae = (statistics.median(rates[k]) for k in ("ppl_vae", "bare", "pythae"))
+        synchronize(device)
+        start = time.perf_counter()
+        result, _ = estimate_log_likelihood(model, guide, x, **common)
+        synchronize(device)
+        seconds = time.perf_counter() - start
+        nll = -result.log_likelihood
+        rows.append({
+            "model": name, "device": str(device), "num_datapoints": len(x), "num_samples": args.num_samples,
+            "train_epochs": args.train_epochs, "test_nll": round(nll.mean().item(), 2),
+            "nll_std_error": round((nll.std() / len(nll) ** 0.5).item(), 2), "seconds": round(seconds, 1),
+            "pairs_per_s": round(len(x) * args.num_samples / seconds),
+            "subset_pairs_per_s": round(subset_rate), "bare_pairs_per_s": round(bare),
+            "pythae_pairs_per_s": round(pythae), "ratio_to_bare": round(subset_rate / bare, 3),
+            "ratio_to_pythae": round(subset_rate / pythae, 3),
+        })
+        print(rows[-1], flush=True)
+    table = pd.DataFrame(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    suffix = "" if device.type == "cpu" else f"_{device.type}"
+    table.to_csv(args.out / f"bench_evaluate{suffix}.csv", index=False)
+    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    command = (f"python scripts/bench_evaluate.py --num-datapoints {args.num_datapoints} "
+               f"--num-samples {args.num_samples} --device {args.device}")
+    with open(args.out / f"bench_evaluate{suffix}.md", "w") as f:
+        f.write(f"# IWAE evaluation speed ({device}; {machine})\n\n`{command}`\n\n")
+        f.write("Ratios are measured on the first "
+                f"{args.reference_datapoints} test images, interleaved in one process.\n\n")
+        f.write(table.to_markdown(index=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
