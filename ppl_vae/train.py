@@ -20,6 +20,7 @@ from typing import Callable
 
 import pandas as pd
 import pyro
+import pyro.poutine as poutine
 import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.util import is_validation_enabled
@@ -63,19 +64,32 @@ def make_adam(params, lr: float) -> torch.optim.Adam:
 class SVIStep:
     """One stochastic-gradient step on ``-ELBO``, equivalent to ``pyro.infer.SVI.step``.
 
-    :param model: the Pyro model (an ``nn.Module``).
-    :param guide: the Pyro guide (an ``nn.Module``).
+    :param model: the Pyro model: an ``nn.Module``, or any callable whose parameters are
+        ``pyro.param`` sites.
+    :param guide: the Pyro guide, likewise: any callable that samples the model's latent sites.
     :param elbo: a Pyro ELBO, e.g. ``Trace_ELBO()``.
     :param lr: Adam's learning rate.
     :param beta: the KL weight; :attr:`kl` holds it and may be changed between steps.
     """
 
-    def __init__(self, model: nn.Module, guide: nn.Module, elbo: ELBO, lr: float = 1e-3, beta: float = 1.0) -> None:
-        self.model, self.guide, self.elbo = model, guide, elbo
+    def __init__(self, model, guide, elbo: ELBO, lr: float = 1e-3, beta: float = 1.0) -> None:
+        self.model, self.guide, self.elbo, self.lr = model, guide, elbo, lr
         self.kl = LatentScaleMessenger(beta)
-        self.parameters = list(dict.fromkeys([*model.parameters(), *guide.parameters()]))
-        self.optimizer = make_adam(self.parameters, lr)
+        self.optimizer: torch.optim.Optimizer | None = None
         self.validated = False
+        if isinstance(model, nn.Module) and isinstance(guide, nn.Module):
+            self.optimizer = make_adam(dict.fromkeys([*model.parameters(), *guide.parameters()]), lr)
+
+    def _make_optimizer(self, *args) -> torch.optim.Optimizer:
+        """Adam over the modules' parameters and the unconstrained ``pyro.param``s of plain callables."""
+        params = []
+        for fn in (self.model, self.guide):
+            if isinstance(fn, nn.Module):
+                params.extend(fn.parameters())
+            else:
+                trace = poutine.trace(fn, param_only=True).get_trace(*args)
+                params.extend(site["value"].unconstrained() for site in trace.nodes.values() if site["type"] == "param")
+        return make_adam(dict.fromkeys(params), self.lr)
 
     def loss(self, *args) -> torch.Tensor:
         """The differentiable ``-ELBO`` (KL term weighted by ``kl.scale``), summed over the batch."""
@@ -87,6 +101,8 @@ class SVIStep:
         with pyro.validation_enabled(is_validation_enabled() and not self.validated):
             loss = self.loss(*args)
         self.validated = True
+        if self.optimizer is None:
+            self.optimizer = self._make_optimizer(*args)
         value = loss.item()
         if not math.isfinite(value):
             raise NonFiniteLossError(f"the loss is {value}")

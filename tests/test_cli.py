@@ -44,7 +44,7 @@ def test_auto_likelihood_for_grayscale_and_conv_network(tmp_path):
 BAD_INPUTS = {
     "dataset": (["--dataset", "svhn"], "invalid choice: 'svhn'"),
     "likelihood": (["--likelihood", "poisson"], "invalid choice: 'poisson'"),
-    "guide": (["--guide", "flowy"], "invalid choice: 'flowy'"),
+    "guide": (["--guide", "flowy"], "invalid choice: 'flowy' (choose from diag, full-rank, planar, iaf)"),
     "device": (["--device", "tpu"], "unknown device 'tpu'; choose from auto, cpu, cuda, cuda:N"),
     "z-dim": (["--z-dim", "0"], "must be at least 1"),
     "batch-size": (["--batch-size", "-3"], "must be at least 1"),
@@ -102,3 +102,36 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "invalid choice: 'nope'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("guide, flags", [("iaf", ["--num-flows", "2", "--stable", "--permutation", "random"]),
+                                          ("planar", ["--num-flows", "3", "--flow-hidden-dims", "8"]),
+                                          ("full-rank", [])])
+def test_train_with_each_guide_and_its_options(guide, flags, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "binarized-mnist-sample", "--guide", guide, *flags, "--epochs", "1",
+                 "--z-dim", "3", "--hidden-dims", "32", "--batch-size", "500", "--out", str(out), "--no-progress"]) == 0
+    config = json.loads((out / "config.json").read_text())["model"]
+    assert config["guide"] == guide
+    model, loaded_guide, _ = load_pair(out)
+    assert type(loaded_guide).__name__ == {"iaf": "IAFGuide", "planar": "PlanarFlowGuide",
+                                           "full-rank": "FullRankGuide"}[guide]
+    if guide == "iaf":
+        assert config["guide_options"] == {"num_flows": 2, "stable": True, "permutation": "random"}
+        assert len(loaded_guide.flows) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--guide", "diag", "--num-flows", "3"], "--num-flows is an option of the flow guides (planar, iaf), not of 'diag'"),
+    (["--guide", "planar", "--stable"], "--stable is an option of the iaf guide only"),
+    (["--guide", "iaf", "--z-dim", "1"], "the IAF guide needs z_dim >= 2"),
+    (["--guide", "iaf", "--permutation", "sorted"], "invalid choice: 'sorted'"),
+], ids=["flow-flag-on-diag", "stable-on-planar", "iaf-z-dim-1", "permutation"])
+def test_bad_guide_flags(args, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        sys.exit(main(["train", "--epochs", "1", "--out", str(out), *args]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists()

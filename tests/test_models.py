@@ -85,7 +85,7 @@ def test_generate_gives_images_in_the_support():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: make_guide("flowy", torch.nn.Identity(), 2), "unknown guide 'flowy'; choose from diag"),
+        (lambda: make_guide("flowy", torch.nn.Identity(), 2), "unknown guide 'flowy'; choose from diag, full-rank, planar, iaf"),
         (lambda: VAE(torch.nn.Identity(), 0, (4,)), "z_dim must be at least 1"),
         (lambda: build_pair(ModelConfig(z_dim=0)), "z_dim must be at least 1"),
     ],

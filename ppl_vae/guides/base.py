@@ -26,6 +26,10 @@ class AmortizedGuide(nn.Module):
         self.encoder = encoder
         self.z_dim = z_dim
 
+    def features(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder's features ``(batch, encoder.out_dim)``; the condition, if any, goes in too."""
+        return self.encoder(x) if condition is None else self.encoder(x, condition)
+
     def distribution(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> dist.TorchDistribution:
         """q(z|x) for a batch: batch shape ``(batch,)``, event shape ``(z_dim,)``."""
         raise NotImplementedError

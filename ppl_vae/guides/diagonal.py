@@ -23,7 +23,7 @@ class DiagonalNormalGuide(AmortizedGuide):
 
     def loc_scale(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """:returns: ``(loc, scale)``, each ``(batch, z_dim)``."""
-        h = self.encoder(x, condition) if condition is not None else self.encoder(x)
+        h = self.features(x, condition)
         return self.loc_head(h), self.log_scale_head(h).exp()
 
     def distribution(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> dist.TorchDistribution:

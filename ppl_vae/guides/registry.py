@@ -6,9 +6,15 @@ from torch import nn
 
 from ppl_vae.guides.base import AmortizedGuide
 from ppl_vae.guides.diagonal import DiagonalNormalGuide
+from ppl_vae.guides.full_rank import FullRankGuide
+from ppl_vae.guides.iaf import IAFGuide
+from ppl_vae.guides.planar import PlanarFlowGuide
 
 GUIDES: dict[str, Callable[..., AmortizedGuide]] = {
     "diag": DiagonalNormalGuide,
+    "full-rank": FullRankGuide,
+    "planar": PlanarFlowGuide,
+    "iaf": IAFGuide,
 }
 
 
