@@ -5,9 +5,12 @@ from typing import Any
 
 from torch import nn
 
+from ppl_vae.cvae import LabelConditionalVAE, QuadrantBaseline, QuadrantCVAE
 from ppl_vae.guides import make_guide
 from ppl_vae.models import VAE
-from ppl_vae.nets import make_networks
+from ppl_vae.nets import MLPEncoder, make_networks
+
+CONDITIONALS = ("none", "label", "quadrants")
 
 
 @dataclass
@@ -22,6 +25,11 @@ class ModelConfig:
     :param likelihood: likelihood name.
     :param guide: guide name.
     :param guide_options: the guide's own options.
+    :param conditional: ``"none"``, ``"label"`` (:class:`~ppl_vae.cvae.LabelConditionalVAE`)
+        or ``"quadrants"`` (:class:`~ppl_vae.cvae.QuadrantCVAE`).
+    :param num_classes: classes of the label-conditional model.
+    :param learned_prior: the label-conditional model learns p(z|y).
+    :param visible_quadrants: 1, 2 or 3 for the quadrant model.
     """
 
     event_shape: tuple[int, ...] = (1, 28, 28)
@@ -32,6 +40,10 @@ class ModelConfig:
     likelihood: str = "bernoulli"
     guide: str = "diag"
     guide_options: dict[str, Any] = field(default_factory=dict)
+    conditional: str = "none"
+    num_classes: int = 0
+    learned_prior: bool = False
+    visible_quadrants: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,9 +64,31 @@ def build_pair(config: ModelConfig) -> tuple[VAE, nn.Module]:
     """
     if config.z_dim < 1:
         raise ValueError(f"z_dim must be at least 1, got {config.z_dim}")
+    if config.conditional not in CONDITIONALS:
+        raise ValueError(f"unknown conditional model {config.conditional!r}; choose from {', '.join(CONDITIONALS)}")
+    if config.conditional == "quadrants":
+        return build_quadrant_pair(config)
+    condition_dim = config.num_classes if config.conditional == "label" else 0
+    if config.conditional == "label" and config.num_classes < 2:
+        raise ValueError(f"label conditioning needs at least 2 classes, got {config.num_classes}")
     encoder, decoder = make_networks(
-        config.network, config.event_shape, config.z_dim, config.hidden_dims, config.activation
+        config.network, config.event_shape, config.z_dim, config.hidden_dims, config.activation, condition_dim
     )
-    model = VAE(decoder, config.z_dim, config.event_shape, config.likelihood)
+    if config.conditional == "label":
+        model = LabelConditionalVAE(decoder, config.z_dim, config.event_shape, config.num_classes,
+                                    config.likelihood, config.learned_prior)
+    else:
+        model = VAE(decoder, config.z_dim, config.event_shape, config.likelihood)
     guide = make_guide(config.guide, encoder, config.z_dim, **config.guide_options)
     return model, guide
+
+
+def build_quadrant_pair(config: ModelConfig) -> tuple[QuadrantCVAE, nn.Module]:
+    """The quadrant-completion CVAE (its untrained baseline inside) and its recognition guide."""
+    if tuple(config.event_shape) != (1, 28, 28) or config.network != "mlp":
+        raise ValueError("quadrant completion needs 28x28x1 images and the mlp network")
+    baseline = QuadrantBaseline(config.visible_quadrants, config.hidden_dims, config.likelihood)
+    model = QuadrantCVAE(baseline, config.z_dim, config.hidden_dims)
+    encoder = MLPEncoder(config.event_shape, config.hidden_dims, config.activation,
+                         condition_dim=baseline.task.num_hidden)
+    return model, make_guide(config.guide, encoder, config.z_dim, **config.guide_options)

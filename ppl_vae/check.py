@@ -28,8 +28,8 @@ from ppl_vae.train import make_elbo
 
 
 @torch.no_grad()
-def estimator_mean(model: nn.Module, guide: nn.Module, x: torch.Tensor, elbo_name: str,
-                   num_particles: int = 100, repeats: int = 20) -> tuple[float, float]:
+def estimator_mean(model: nn.Module, guide: nn.Module, x: torch.Tensor, *condition: torch.Tensor,
+                   elbo_name: str = "trace", num_particles: int = 100, repeats: int = 20) -> tuple[float, float]:
     """Pyro's ELBO estimate per datapoint and its standard error.
 
     The estimator (``"trace"`` or ``"mean-field"``) is run ``repeats`` times with
@@ -40,12 +40,15 @@ def estimator_mean(model: nn.Module, guide: nn.Module, x: torch.Tensor, elbo_nam
     """
     elbo = make_elbo(elbo_name, num_particles)
     with registration_skipped():
-        values = torch.tensor([-elbo.loss(model, guide, x) / len(x) for _ in range(repeats)], dtype=torch.float64)
+        values = torch.tensor([-elbo.loss(model, guide, x, *condition) / len(x) for _ in range(repeats)],
+                              dtype=torch.float64)
     return values.mean().item(), (values.std() / math.sqrt(repeats)).item()
 
 
 @torch.no_grad()
-def reference_elbo(model: nn.Module, guide: nn.Module, x: torch.Tensor, num_samples: int) -> tuple[float, float, str]:
+def reference_elbo(
+    model: nn.Module, guide: nn.Module, x: torch.Tensor, *condition: torch.Tensor, num_samples: int = 1000
+) -> tuple[float, float, str]:
     """The reference ELBO per datapoint: ``(mean, standard error, kind)``.
 
     Closed form for Gaussian guides; for flow guides, which have none, a Monte Carlo mean
@@ -53,17 +56,17 @@ def reference_elbo(model: nn.Module, guide: nn.Module, x: torch.Tensor, num_samp
     """
     with registration_skipped(), pyro.validation_enabled(False):
         try:
-            reference = closed_form_elbo(model, guide, x, num_samples=num_samples)
+            reference = closed_form_elbo(model, guide, x, *condition, num_samples=num_samples)
         except (TypeError, AttributeError):
-            log_w, _ = log_importance_weights(model, guide, x, num_particles=num_samples)
+            log_w, _ = log_importance_weights(model, guide, x, *condition, num_particles=num_samples)
             per_datapoint_se = log_w.std(0) / math.sqrt(num_samples)
             return log_w.mean().item(), (per_datapoint_se.pow(2).sum().sqrt() / len(x)).item(), "monte-carlo"
     se = (reference.std_error.pow(2).sum().sqrt() / len(x)).item()
     return reference.elbo.mean().item(), se, "closed-form"
 
 
-def elbo_agreement(model: nn.Module, guide: nn.Module, x: torch.Tensor, num_particles: int = 100,
-                   repeats: int = 20, num_samples: int = 1000) -> pd.DataFrame:
+def elbo_agreement(model: nn.Module, guide: nn.Module, x: torch.Tensor, *condition: torch.Tensor,
+                   num_particles: int = 100, repeats: int = 20, num_samples: int = 1000) -> pd.DataFrame:
     """Compare Trace_ELBO and TraceMeanField_ELBO with the reference ELBO on the data ``x``.
 
     :param num_particles: particles per run of Pyro's estimators.
@@ -73,10 +76,11 @@ def elbo_agreement(model: nn.Module, guide: nn.Module, x: torch.Tensor, num_part
         ``reference_std_error``, ``reference_kind`` (``closed-form`` or ``monte-carlo``),
         ``difference`` and ``z`` (the difference in combined standard errors; |z| < 4 is agreement).
     """
-    closed, closed_se, kind = reference_elbo(model, guide, x, num_samples)
+    closed, closed_se, kind = reference_elbo(model, guide, x, *condition, num_samples=num_samples)
     rows = []
     for name, label in (("trace", "Trace_ELBO"), ("mean-field", "TraceMeanField_ELBO")):
-        estimate, se = estimator_mean(model, guide, x, name, num_particles, repeats)
+        estimate, se = estimator_mean(model, guide, x, *condition, elbo_name=name, num_particles=num_particles,
+                                      repeats=repeats)
         # an exact guide makes both errors vanish: floor them at float rounding
         rounding = 100 * torch.finfo(x.dtype).eps * max(1.0, abs(closed))
         combined = max(math.hypot(se, closed_se), rounding)

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 
-from ppl_vae.build import ModelConfig, build_pair
+from ppl_vae.build import CONDITIONALS, ModelConfig, build_pair
+from ppl_vae.cvae import VISIBLE_QUADRANTS
 from ppl_vae.checkpoint import CheckpointError, save_checkpoint
 from ppl_vae.data import DATASETS, DataError, load_dataset
 from ppl_vae.device import resolve_device
-from ppl_vae.figures import plot_curves, save_reconstructions, save_samples
+from ppl_vae.figures import plot_curves, save_figures
 from ppl_vae.guides import GUIDES
 from ppl_vae.guides.flow import PERMUTATIONS
 from ppl_vae.likelihoods import LIKELIHOODS
@@ -98,6 +99,12 @@ def add_train_parser(subparsers) -> None:
     flows.add_argument("--stable", action="store_true", help="iaf: the sigmoid ('stable') update")
     flows.add_argument("--permutation", default=None, choices=PERMUTATIONS,
                        help="order of the coordinates between steps (default: reverse for iaf, none for planar)")
+    conditional = p.add_argument_group("conditional models")
+    conditional.add_argument("--conditional", default="none", choices=CONDITIONALS,
+                             help="label: p(x|z,y) with class labels; quadrants: complete MNIST digits")
+    conditional.add_argument("--learned-prior", action="store_true", help="label: learn p(z|y)")
+    conditional.add_argument("--visible-quadrants", type=int, choices=VISIBLE_QUADRANTS, default=None,
+                             help="quadrants: how many quadrants are visible (default 2)")
     p.add_argument("--elbo", default="trace", choices=tuple(ELBOS), help="Trace_ELBO or TraceMeanField_ELBO")
     p.add_argument("--num-particles", type=positive_int, default=1, help="samples of z per datapoint and step")
     p.add_argument("--epochs", type=positive_int, default=10)
@@ -141,16 +148,37 @@ def guide_options(args: argparse.Namespace) -> dict:
     return given
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    data = load_dataset(args.dataset, args.data_dir, device)
+def model_config(args: argparse.Namespace, data) -> ModelConfig:
+    """The model config from the flags and the dataset, with conditional options checked."""
+    if args.conditional != "quadrants" and args.visible_quadrants is not None:
+        raise UsageError("--visible-quadrants needs --conditional quadrants")
+    if args.conditional != "label" and args.learned_prior:
+        raise UsageError("--learned-prior needs --conditional label")
+    if args.conditional == "label" and data.num_classes == 0:
+        raise UsageError(f"--conditional label needs a dataset with labels; {data.name!r} has none "
+                         "(choose from mnist-sample, mnist, fashion-mnist, cifar10 and their binarized forms)")
+    if args.conditional == "quadrants" and data.event_shape != (1, 28, 28):
+        raise UsageError(f"--conditional quadrants needs 28x28 grayscale digits; {data.name!r} has shape "
+                         f"{data.event_shape}")
     likelihood = args.likelihood
     if likelihood == "auto":
-        likelihood = "bernoulli" if data.is_binary else "continuous-bernoulli"
-    config = ModelConfig(
+        grayscale = "bce-grayscale" if args.conditional == "quadrants" else "continuous-bernoulli"
+        likelihood = "bernoulli" if data.is_binary else grayscale
+    return ModelConfig(
         event_shape=data.event_shape, z_dim=args.z_dim, network=args.network, hidden_dims=tuple(args.hidden_dims),
         activation=args.activation, likelihood=likelihood, guide=args.guide, guide_options=guide_options(args),
+        conditional=args.conditional, num_classes=data.num_classes if args.conditional == "label" else 0,
+        learned_prior=args.learned_prior,
+        visible_quadrants=(args.visible_quadrants or 2) if args.conditional == "quadrants" else 0,
     )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    device = resolve_device(args.device)
+    data = load_dataset(args.dataset, args.data_dir, device)
+    config = model_config(args, data)
     model, guide = build_pair(config)
     model, guide = model.to(device), guide.to(device)
     check_data(model.likelihood, data)
@@ -163,21 +191,27 @@ def cmd_train(args: argparse.Namespace) -> int:
                   "model": config.to_dict(), "train": train_config.to_dict()}
     (out / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
 
-    history = []
+    def logger(name: str, label: str):
+        history = []
 
-    def on_epoch(row: dict) -> None:
-        history.append(row)
-        import pandas as pd
+        def on_epoch(row: dict) -> None:
+            history.append(row)
+            pd.DataFrame(history).to_csv(out / name, index=False)
+            print(f"{label}epoch {row['epoch']}: train ELBO {row['train_elbo']:.2f}, test ELBO "
+                  f"{row['test_elbo']:.2f} nats/image, {row['seconds']:.1f} s", file=sys.stderr)
 
-        pd.DataFrame(history).to_csv(out / "metrics.csv", index=False)
-        print(f"epoch {row['epoch']}: train ELBO {row['train_elbo']:.2f}, test ELBO {row['test_elbo']:.2f} "
-              f"nats/image, {row['seconds']:.1f} s", file=sys.stderr)
+        return on_epoch
 
-    metrics = fit(model, guide, data, train_config, on_epoch=on_epoch, progress=not args.no_progress)
+    if config.conditional == "quadrants":  # the baseline first: the CVAE's prior network uses it
+        from ppl_vae.cvae import empty_guide
+
+        baseline = model.baseline.requires_grad_(True)
+        fit(baseline, empty_guide, data, train_config, on_epoch=logger("baseline_metrics.csv", "baseline "),
+            progress=not args.no_progress)
+        baseline.requires_grad_(False).eval()
+    metrics = fit(model, guide, data, train_config, on_epoch=logger("metrics.csv", ""), progress=not args.no_progress)
     plot_curves(metrics, out / "loss_curve.png")
-    x = next(data.batches("test", 32))
-    save_samples(model, x, out / "samples.png")
-    save_reconstructions(model, guide, x, out / "reconstructions.png")
+    save_figures(model, guide, data, out)
     save_checkpoint(out / "checkpoint.pt", model, guide, config, epoch=args.epochs,
                     test_elbo=float(metrics["test_elbo"].iloc[-1]))
     print(f"wrote {out}", file=sys.stderr)
@@ -216,15 +250,18 @@ def add_check_parser(subparsers) -> None:
 
 
 def evaluation_data(args: argparse.Namespace):
-    """The run's model, guide and the fixed data to evaluate on (binarized once, seeded)."""
+    """The run's model, guide and the fixed model arguments to evaluate on (binarized once, seeded)."""
+    from ppl_vae.train import model_arguments
+
     device = resolve_device(args.device)
     model, guide, data = load_run(args.run_dir, device, args.data_dir)
-    x, _ = data.split(args.split)
+    x, labels = data.split(args.split)
     x = x[: args.num_datapoints]
+    labels = None if labels is None else labels[: args.num_datapoints]
     if data.binarize:
         generator = torch.Generator(device=x.device).manual_seed(args.seed)
         x = torch.bernoulli(x, generator=generator)
-    return model, guide, data, x
+    return model, guide, data, model_arguments(model)(x, labels)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -233,10 +270,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
     from ppl_vae.evaluate import evaluation_table
 
-    model, guide, data, x = evaluation_data(args)
+    model, guide, data, (x, *condition) = evaluation_data(args)
     with tqdm(total=len(x), desc="evaluate", unit="image", disable=args.no_progress) as bar:
-        row = evaluation_table(model, guide, x, num_samples=args.num_samples, batch_size=args.batch_size,
+        row = evaluation_table(model, guide, x, *condition, num_samples=args.num_samples, batch_size=args.batch_size,
                                chunk_size=args.chunk_size, seed=args.seed, progress=bar)
+    if hasattr(model, "baseline"):  # quadrant completion: the baseline's exact -log p(y | x_visible)
+        from ppl_vae.cvae import baseline_nll
+
+        row["baseline_nll"] = baseline_nll(model.baseline, x, *condition).mean().item()
     row = {"dataset": data.name, "split": args.split, "device": str(x.device), **row}
     append_table(args.run_dir, "evaluation", pd.DataFrame([row]))
     print(f"{data.name} {args.split}: NLL {row['nll']:.2f} +- {row['nll_std_error']:.2f} nats "
@@ -248,8 +289,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from ppl_vae.check import elbo_agreement
 
-    model, guide, data, x = evaluation_data(args)
-    table = elbo_agreement(model, guide, x, args.num_particles, args.repeats, args.num_samples)
+    model, guide, data, (x, *condition) = evaluation_data(args)
+    table = elbo_agreement(model, guide, x, *condition, num_particles=args.num_particles, repeats=args.repeats,
+                           num_samples=args.num_samples)
     table.insert(0, "dataset", data.name)
     append_table(args.run_dir, "check", table)
     for row in table.itertuples():

@@ -70,17 +70,23 @@ class Dataset:
         return getattr(self, name), getattr(self, f"{name}_labels")
 
     def batches(
-        self, split: str, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
-    ) -> Iterator[torch.Tensor]:
+        self, split: str, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+        labels: bool = False,
+    ) -> Iterator:
         """Yield batches of the split, binarized per batch when :attr:`binarize` is set.
 
         :param shuffle: visit the datapoints in a random order (drawn on the CPU with
             ``generator``, so the order does not depend on the device).
+        :param labels: yield ``(images, labels)`` pairs (labels None for unlabelled data).
         """
-        images, _ = self.split(split)
+        images, targets = self.split(split)
         for index in batch_indices(len(images), batch_size, shuffle, generator):
-            batch = images[index.to(images.device)]
-            yield torch.bernoulli(batch) if self.binarize else batch
+            index = index.to(images.device)
+            batch = torch.bernoulli(images[index]) if self.binarize else images[index]
+            if labels:
+                yield batch, None if targets is None else targets[index]
+            else:
+                yield batch
 
     def to(self, device: torch.device | str) -> "Dataset":
         """Move every tensor to ``device``."""

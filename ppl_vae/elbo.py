@@ -115,28 +115,35 @@ def guide_gaussian(guide: nn.Module, x: torch.Tensor, *condition) -> tuple[torch
 
 
 def closed_form_elbo(
-    model: nn.Module, guide: nn.Module, x: torch.Tensor, num_samples: int = 1000, prior=None
+    model: nn.Module, guide: nn.Module, x: torch.Tensor, *condition: torch.Tensor, num_samples: int = 1000
 ) -> ELBOEstimate:
     """The ELBO per datapoint with the KL in closed form.
 
-    The expected log-likelihood is exact when the model is linear-Gaussian (it has
+    The prior is the model's: N(0, I), or a learned conditional diagonal Gaussian
+    p(z|condition), for which the Gaussian-vs-Gaussian KL is used. The expected
+    log-likelihood is exact when the model is linear-Gaussian (it has
     ``linear_gaussian_params()``), and otherwise a Monte Carlo mean over ``num_samples``
     reparameterized draws of z, with its standard error.
 
-    :param model: a model of the library (``decoder`` and ``likelihood`` attributes).
+    :param model: a model of the library: ``prior(batch_size, *args)`` and
+        ``log_likelihood(z, *args)`` for its arguments ``args = (x, *condition)``.
     :param guide: a Gaussian guide (diagonal or full-rank).
     :param x: ``(batch, *event_shape)``.
+    :param condition: the condition of conditional models, passed to model and guide.
     :param num_samples: draws of z for the Monte Carlo expected log-likelihood.
-    :param prior: optional ``(loc, scale)`` of a diagonal learned prior, each ``(batch, d)``;
-        default N(0, I).
     :returns: :class:`ELBOEstimate` of tensors ``(batch,)``.
     """
-    loc, scale_tril = guide_gaussian(guide, x)
+    import pyro.distributions as dist
+
+    loc, scale_tril = guide_gaussian(guide, x, *condition)
     diagonal = torch.equal(scale_tril, torch.diag_embed(scale_tril.diagonal(dim1=-2, dim2=-1)))
-    if prior is not None:
+    prior = model.prior(len(x), x, *condition)  # the model's arguments are (x, *condition)
+    prior = prior.base_dist if isinstance(prior, dist.Independent) else prior
+    standard = bool((prior.loc == 0).all() and (prior.scale == 1).all())
+    if not standard:
         if not diagonal:
             raise TypeError("a learned prior is supported for diagonal guides only")
-        kl = kl_diagonal_diagonal(loc, scale_tril.diagonal(dim1=-2, dim2=-1), *prior)
+        kl = kl_diagonal_diagonal(loc, scale_tril.diagonal(dim1=-2, dim2=-1), prior.loc, prior.scale)
     elif diagonal:
         kl = kl_diagonal_standard(loc, scale_tril.diagonal(dim1=-2, dim2=-1))
     else:
@@ -148,7 +155,7 @@ def closed_form_elbo(
     else:
         eps = torch.randn((num_samples,) + loc.shape, dtype=loc.dtype, device=loc.device)
         z = loc + (scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
-        log_lik = model.likelihood(model.decoder(z)).log_prob(x)  # (num_samples, batch)
+        log_lik = model.log_likelihood(z, x, *condition)  # (num_samples, batch)
         ell = log_lik.mean(0)
         std_error = log_lik.std(0) / math.sqrt(num_samples)
     return ELBOEstimate(ell - kl, std_error, kl, ell)

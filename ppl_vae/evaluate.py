@@ -189,7 +189,8 @@ def evaluation_table(
     )
     seconds = time.perf_counter() - start
     nll, elbo = Summary.of(-per_datapoint.log_likelihood), Summary.of(per_datapoint.elbo)
-    dims = math.prod(x.shape[1:])
+    task = getattr(model, "task", None)  # quadrant completion observes the hidden pixels only
+    dims = task.num_hidden if task is not None else math.prod(x.shape[1:])
     active = active_units(z_mean)
     row = {
         "num_datapoints": len(x), "num_samples": num_samples,

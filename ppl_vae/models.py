@@ -4,6 +4,11 @@ The model is an ``nn.Module`` whose ``forward(x)`` is the Pyro model, in the sty
 of Pyro's ``examples/vae/vae.py``: a plate ``"data"`` over the batch, a latent site
 ``"z"`` with prior N(0, I) and event dimension ``z_dim``, and an observed site
 ``"x"``. Any guide that samples site ``"z"`` from ``forward(x)`` pairs with it.
+
+A model may take a *condition* (a float tensor ``(batch, condition_dim)``, e.g. one-hot
+labels) after ``x``: ``forward(x, condition)`` passes it to the decoder and, for the
+conditional models of :mod:`ppl_vae.cvae`, to a learned prior. Guides take the same
+arguments.
 """
 
 from typing import Sequence
@@ -26,6 +31,7 @@ class VAE(nn.Module):
     :param event_shape: the shape of one datapoint, e.g. ``(1, 28, 28)``.
     :param likelihood: a name from :data:`ppl_vae.likelihoods.LIKELIHOODS` or a
         :class:`~ppl_vae.likelihoods.Likelihood`.
+    :param condition_dim: width of the condition the decoder takes (0: unconditional).
 
     Example::
 
@@ -41,6 +47,7 @@ class VAE(nn.Module):
         z_dim: int,
         event_shape: Sequence[int],
         likelihood: str | Likelihood = "bernoulli",
+        condition_dim: int = 0,
     ) -> None:
         super().__init__()
         if z_dim < 1:
@@ -48,32 +55,57 @@ class VAE(nn.Module):
         self.decoder = decoder
         self.z_dim = z_dim
         self.event_shape = tuple(event_shape)
+        self.condition_dim = condition_dim
         self.likelihood = make_likelihood(likelihood, event_shape) if isinstance(likelihood, str) else likelihood
 
-    def prior(self, batch_size: int, like: torch.Tensor) -> dist.TorchDistribution:
+    def arguments(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """The model's (and guide's) arguments for a batch of a dataset: ``(x,)`` here."""
+        return (images,)
+
+    def check_condition(self, condition: tuple) -> None:
+        """Raise ValueError if a condition is missing, superfluous or of the wrong width."""
+        if self.condition_dim and not condition:
+            raise ValueError(f"this model needs a condition of width {self.condition_dim} after x")
+        if not self.condition_dim and condition:
+            raise ValueError("this model is unconditional but was given a condition")
+        if condition and condition[0].shape[-1] != self.condition_dim:
+            raise ValueError(f"the condition has width {condition[0].shape[-1]}, the model expects {self.condition_dim}")
+
+    def prior(self, batch_size: int, like: torch.Tensor, *condition: torch.Tensor) -> dist.TorchDistribution:
         """The prior N(0, I) over ``(batch_size, z_dim)``, on ``like``'s device and dtype."""
         loc = like.new_zeros(batch_size, self.z_dim)
         return dist.Normal(loc, torch.ones_like(loc)).to_event(1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def observation(self, z: torch.Tensor, *condition: torch.Tensor) -> dist.TorchDistribution:
+        """p(x|z) (given the condition, if any): the likelihood of the decoder's output."""
+        return self.likelihood(self.decoder(z, *condition) if condition else self.decoder(z))
+
+    def log_likelihood(self, z: torch.Tensor, x: torch.Tensor, *condition: torch.Tensor) -> torch.Tensor:
+        """log p(x | z, condition) for the model's arguments; ``z`` may carry extra leading dimensions."""
+        return self.observation(z, *condition).log_prob(x)
+
+    def forward(self, x: torch.Tensor, *condition: torch.Tensor) -> torch.Tensor:
         """The Pyro model.
 
         :param x: a batch of data ``(batch, *event_shape)``, observed at site ``"x"``.
+        :param condition: for conditional models, ``(batch, condition_dim)``.
         :returns: the decoder output ``(batch, *event_shape)``.
         """
         register("model", self)
+        self.check_condition(condition)
         with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", self.prior(x.shape[0], x))
-            out = self.decoder(z)
+            z = pyro.sample("z", self.prior(x.shape[0], x, *condition))
+            out = self.decoder(z, *condition) if condition else self.decoder(z)
             pyro.sample("x", self.likelihood(out), obs=x)
         return out
 
     @torch.no_grad()
-    def generate(self, num_samples: int, like: torch.Tensor) -> torch.Tensor:
+    def generate(self, num_samples: int, like: torch.Tensor, *condition: torch.Tensor) -> torch.Tensor:
         """Mean images ``E[x|z]`` for ``num_samples`` draws of z from the prior.
 
         :param like: a tensor whose device and dtype the samples follow.
+        :param condition: for conditional models, ``(num_samples, condition_dim)``.
         :returns: ``(num_samples, *event_shape)``.
         """
-        z = self.prior(num_samples, like).sample()
-        return self.likelihood.mean(self.decoder(z))
+        z = self.prior(num_samples, like, *condition).sample()
+        return self.observation(z, *condition).mean

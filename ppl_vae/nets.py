@@ -71,9 +71,7 @@ class MLPEncoder(nn.Module):
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """:param x: ``(batch, *in_shape)``. :returns: features ``(batch, out_dim)``."""
         h = x.reshape(x.shape[: x.dim() - len(self.in_shape)] + (-1,))
-        if condition is not None:
-            h = torch.cat([h, condition], dim=-1)
-        return self.net(h)
+        return self.net(join_condition(h, condition))
 
 
 class MLPDecoder(nn.Module):
@@ -100,9 +98,15 @@ class MLPDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """:param z: ``(batch, z_dim)``. :returns: ``(batch, *out_shape)``."""
-        if condition is not None:
-            z = torch.cat([z, condition], dim=-1)
-        return self.net(z).reshape(z.shape[:-1] + self.out_shape)
+        return self.net(join_condition(z, condition)).reshape(z.shape[:-1] + self.out_shape)
+
+
+def join_condition(h: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+    """Concatenate a condition to features along the last dimension, broadcasting its batch
+    dimensions (e.g. over a leading dimension of vectorized particles)."""
+    if condition is None:
+        return h
+    return torch.cat([h, condition.expand(h.shape[:-1] + condition.shape[-1:])], dim=-1)
 
 
 def _check_conv_shape(shape: Sequence[int]) -> tuple[int, int, int]:
@@ -150,9 +154,7 @@ class ConvEncoder(nn.Module):
         """:param x: ``(batch, C, H, W)``. :returns: features ``(batch, out_dim)``."""
         batch_shape = x.shape[:-3]
         h = self.conv(x.reshape((-1,) + self.in_shape)).reshape(batch_shape + (-1,))
-        if condition is not None:
-            h = torch.cat([h, condition], dim=-1)
-        return self.head(h)
+        return self.head(join_condition(h, condition))
 
 
 class ConvDecoder(nn.Module):
@@ -192,8 +194,7 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """:param z: ``(batch, z_dim)``. :returns: ``(batch, C, H, W)``."""
-        if condition is not None:
-            z = torch.cat([z, condition], dim=-1)
+        z = join_condition(z, condition)
         batch_shape = z.shape[:-1]
         h = self.linear(z).reshape((-1,) + self.start_shape)
         return self.deconv(h).reshape(batch_shape + self.out_shape)

@@ -122,12 +122,18 @@ def evaluate_elbo(
     :param elbo: the estimator (default ``Trace_ELBO()``, one particle).
     """
     elbo = elbo or Trace_ELBO()
+    arguments = model_arguments(model)
     total, count = 0.0, 0
     with registration_skipped():
-        for x in data.batches(split, batch_size):
-            total -= elbo.differentiable_loss(model, guide, x).item()
+        for x, labels in data.batches(split, batch_size, labels=True):
+            total -= elbo.differentiable_loss(model, guide, *arguments(x, labels)).item()
             count += len(x)
     return total / count
+
+
+def model_arguments(model) -> Callable:
+    """``model.arguments`` (a batch of images and labels -> the model's arguments), or ``(x,)``."""
+    return getattr(model, "arguments", lambda images, labels=None: (images,))
 
 
 @dataclass
@@ -167,7 +173,8 @@ def fit(
 ) -> pd.DataFrame:
     """Train a model/guide pair with SVI and Trace_ELBO.
 
-    :param model: the Pyro model, on the data's device.
+    :param model: the Pyro model, on the data's device. If it has ``arguments(images, labels)``
+        (conditional models do), each batch is turned into its arguments with it.
     :param guide: the Pyro guide, on the data's device.
     :param data: the dataset.
     :param config: the optimization settings.
@@ -184,16 +191,17 @@ def fit(
     pyro.set_rng_seed(config.seed)
     shuffle = torch.Generator().manual_seed(config.seed)
     step = SVIStep(model, guide, make_elbo(config.elbo, config.num_particles), config.lr, config.beta)
+    arguments = model_arguments(model)
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     rows, seconds, global_step = [], 0.0, 0
     for epoch in range(1, config.epochs + 1):
         start, total, seen = time.perf_counter(), 0.0, 0
-        batches = data.batches("train", config.batch_size, shuffle=True, generator=shuffle)
+        batches = data.batches("train", config.batch_size, shuffle=True, generator=shuffle, labels=True)
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}", disable=not progress, leave=False)
-        for x in bar:
+        for x, labels in bar:
             step.kl.scale = warmup_scale(config.beta, global_step, warmup_steps)
-            total += step(x)
+            total += step(*arguments(x, labels))
             seen += len(x)
             global_step += 1
             if global_step % 20 == 0:

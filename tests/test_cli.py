@@ -135,3 +135,65 @@ def test_bad_guide_flags(args, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not out.exists()
+
+
+def test_label_conditional_run(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "binarized-mnist-sample", "--conditional", "label", "--learned-prior",
+                 "--epochs", "1", "--z-dim", "3", "--hidden-dims", "32", "--batch-size", "500", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert {p.name for p in out.iterdir()} == RUN_FILES
+    model, guide, config = load_pair(out)
+    assert config.conditional == "label" and config.num_classes == 10 and config.learned_prior
+    assert main(["evaluate", str(out), "--num-samples", "10", "--num-datapoints", "20", "--no-progress"]) == 0
+    assert pd.read_csv(out / "evaluation.csv")["nll"].notna().all()
+
+
+def test_quadrant_run(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--conditional", "quadrants", "--visible-quadrants", "3", "--epochs", "1", "--z-dim", "3",
+                 "--hidden-dims", "32", "--batch-size", "500", "--out", str(out), "--no-progress"]) == 0
+    assert {p.name for p in out.iterdir()} == {"config.json", "metrics.csv", "baseline_metrics.csv", "loss_curve.png",
+                                               "completions.png", "checkpoint.pt"}
+    model, _, config = load_pair(out)
+    assert config.visible_quadrants == 3 and config.likelihood == "bce-grayscale"
+    assert main(["evaluate", str(out), "--num-samples", "10", "--num-datapoints", "20", "--no-progress"]) == 0
+    row = pd.read_csv(out / "evaluation.csv").iloc[0]
+    assert row["baseline_nll"] > 0 and row["nll"] > 0
+
+
+CONDITIONAL_ERRORS = {
+    "quadrants-flag-alone": (["--visible-quadrants", "2"], "--visible-quadrants needs --conditional quadrants"),
+    "quadrants-4": (["--conditional", "quadrants", "--visible-quadrants", "4"], "invalid choice: 4"),
+    "learned-prior-alone": (["--learned-prior"], "--learned-prior needs --conditional label"),
+}
+
+
+@pytest.mark.parametrize("args, message", list(CONDITIONAL_ERRORS.values()), ids=list(CONDITIONAL_ERRORS))
+def test_conditional_bad_input(args, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        sys.exit(main(["train", "--epochs", "1", "--out", str(out), *args]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_label_conditioning_needs_labels(tmp_path, capsys, monkeypatch):
+    import ppl_vae.cli
+
+    real = ppl_vae.cli.load_dataset
+
+    def unlabelled(*args, **kwargs):
+        data = real(*args, **kwargs)
+        data.train_labels = data.test_labels = None
+        data.num_classes = 0
+        return data
+
+    monkeypatch.setattr(ppl_vae.cli, "load_dataset", unlabelled)
+    out = tmp_path / "run"
+    assert main(["train", "--conditional", "label", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--conditional label needs a dataset with labels" in err and err.count("\n") == 1
+    assert not out.exists()
