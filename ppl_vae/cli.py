@@ -231,9 +231,9 @@ def add_evaluate_parser(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="importance-sampled log-likelihood (IWAE bound), active units, KL")
     add_run_dir_arguments(p)
     p.add_argument("--num-samples", type=positive_int, default=5000, help="K importance samples (default 5000)")
-    p.add_argument("--batch-size", type=positive_int, default=10, help="datapoints per pass (default 10)")
-    p.add_argument("--chunk-size", type=positive_int, default=1000,
-                   help="samples per pass (default 1000; batch x chunk sets memory, ~1e4 pairs suits CPU caches)")
+    p.add_argument("--batch-size", type=positive_int, default=2, help="datapoints per pass (default 2)")
+    p.add_argument("--chunk-size", type=positive_int, default=2000,
+                   help="samples per pass (default 2000; batch x chunk sets memory; a few thousand pairs suit CPU caches)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

@@ -109,7 +109,7 @@ class PerDatapoint(NamedTuple):
 @torch.no_grad()
 def estimate_log_likelihood(
     model: nn.Module, guide: nn.Module, x: torch.Tensor, *args, num_samples: int = 5000,
-    batch_size: int = 10, chunk_size: int = 1000, seed: int = 0, progress=None,
+    batch_size: int = 2, chunk_size: int = 2000, seed: int = 0, progress=None,
 ) -> tuple[PerDatapoint, torch.Tensor]:
     """The importance-sampled log p(x) per datapoint, and the guide's mean E_q[z|x].
 
@@ -172,7 +172,7 @@ class Summary(NamedTuple):
 
 def evaluation_table(
     model: nn.Module, guide: nn.Module, x: torch.Tensor, *args, num_samples: int = 5000,
-    batch_size: int = 10, chunk_size: int = 1000, seed: int = 0, progress=None,
+    batch_size: int = 2, chunk_size: int = 2000, seed: int = 0, progress=None,
 ) -> dict[str, float]:
     """Everything ``ppl-vae evaluate`` reports, as one flat row.
 

@@ -44,7 +44,7 @@ def test_auto_likelihood_for_grayscale_and_conv_network(tmp_path):
 BAD_INPUTS = {
     "dataset": (["--dataset", "svhn"], "invalid choice: 'svhn'"),
     "likelihood": (["--likelihood", "poisson"], "invalid choice: 'poisson'"),
-    "guide": (["--guide", "flowy"], "invalid choice: 'flowy' (choose from diag, full-rank, planar, iaf)"),
+    "guide": (["--guide", "flowy"], "invalid choice: 'flowy' (choose from 'diag', 'full-rank', 'planar', 'iaf')"),
     "device": (["--device", "tpu"], "unknown device 'tpu'; choose from auto, cpu, cuda, cuda:N"),
     "z-dim": (["--z-dim", "0"], "must be at least 1"),
     "batch-size": (["--batch-size", "-3"], "must be at least 1"),
