@@ -25,4 +25,24 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def float64():
+    """Run the test with float64 as torch's default dtype."""
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+class IdentityEncoder(torch.nn.Module):
+    """Features = x: with a linear-Gaussian model the exact posterior mean is affine in x,
+    so the guide's linear heads alone can represent it."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.out_dim = dim
+
+    def forward(self, x):
+        return x
+
+
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

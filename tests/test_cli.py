@@ -56,8 +56,8 @@ if not torch.cuda.is_available():
     BAD_INPUTS["cuda"] = (["--device", "cuda"], "CUDA is not available")
 
 
-@pytest.mark.parametrize("args, message", list(BAD_INPUTS.values()), ids=list(BAD_INPUTS))
-def test_bad_input_is_one_line_exit_2_and_no_run_dir(args, message, tmp_path, capsys):
+def assert_usage_error(args, message, tmp_path, capsys):
+    """``ppl-vae train ARGS`` fails with one line naming the problem, exit code 2, and no run directory."""
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
         sys.exit(main(["train", "--epochs", "1", "--out", str(out), *args]))
@@ -66,6 +66,11 @@ def test_bad_input_is_one_line_exit_2_and_no_run_dir(args, message, tmp_path, ca
     assert err.count("\n") == 1 and message in err, err
     assert "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("args, message", list(BAD_INPUTS.values()), ids=list(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_no_run_dir(args, message, tmp_path, capsys):
+    assert_usage_error(args, message, tmp_path, capsys)
 
 
 def test_existing_run_directory_is_not_touched(tmp_path, capsys):
@@ -128,13 +133,7 @@ def test_train_with_each_guide_and_its_options(guide, flags, tmp_path):
     (["--guide", "iaf", "--permutation", "sorted"], "invalid choice: 'sorted'"),
 ], ids=["flow-flag-on-diag", "stable-on-planar", "iaf-z-dim-1", "permutation"])
 def test_bad_guide_flags(args, message, tmp_path, capsys):
-    out = tmp_path / "run"
-    with pytest.raises(SystemExit) as exit_info:
-        sys.exit(main(["train", "--epochs", "1", "--out", str(out), *args]))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err, err
-    assert not out.exists()
+    assert_usage_error(args, message, tmp_path, capsys)
 
 
 def test_label_conditional_run(tmp_path):
@@ -171,13 +170,7 @@ CONDITIONAL_ERRORS = {
 
 @pytest.mark.parametrize("args, message", list(CONDITIONAL_ERRORS.values()), ids=list(CONDITIONAL_ERRORS))
 def test_conditional_bad_input(args, message, tmp_path, capsys):
-    out = tmp_path / "run"
-    with pytest.raises(SystemExit) as exit_info:
-        sys.exit(main(["train", "--epochs", "1", "--out", str(out), *args]))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err and "Traceback" not in err
-    assert not out.exists()
+    assert_usage_error(args, message, tmp_path, capsys)
 
 
 def test_label_conditioning_needs_labels(tmp_path, capsys, monkeypatch):

@@ -3,6 +3,7 @@
 import pyro.distributions as dist
 import pytest
 import torch
+from conftest import IdentityEncoder
 from pyro.infer import Trace_ELBO
 from torch import nn
 
@@ -16,22 +17,8 @@ from ppl_vae.linear_gaussian import ExactPosteriorGuide, LinearGaussianVAE
 from ppl_vae.registration import registration_skipped
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(torch.float32)
+pytestmark = pytest.mark.usefixtures("float64")
 
-
-class Identity(nn.Module):
-    """A linear-Gaussian model's exact posterior mean is affine in x: the guide heads suffice."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.out_dim = dim
-
-    def forward(self, x):
-        return x
 
 
 def test_kl_formulas_match_pyros_registry():
@@ -72,7 +59,7 @@ def test_pyro_estimators_agree_with_closed_form(likelihood):
 def test_estimators_agree_with_exact_linear_gaussian_elbo():
     torch.manual_seed(0)
     model = LinearGaussianVAE(6, 2, init_sigma=0.7)
-    guide = DiagonalNormalGuide(Identity(6), 2)
+    guide = DiagonalNormalGuide(IdentityEncoder(6), 2)
     x = torch.randn(15, 6)
     table = elbo_agreement(model, guide, x, num_particles=200, repeats=20)
     assert (table["reference_std_error"] == 0).all()  # the expected log-likelihood is exact here
@@ -83,7 +70,7 @@ def test_agreement_check_has_power():
     """A closed form off by 0.25 nats per datapoint would be more than 4 standard errors away."""
     torch.manual_seed(0)
     model = LinearGaussianVAE(6, 2, init_sigma=0.7)
-    guide = DiagonalNormalGuide(Identity(6), 2)
+    guide = DiagonalNormalGuide(IdentityEncoder(6), 2)
     x = torch.randn(15, 6)
     table = elbo_agreement(model, guide, x, num_particles=200, repeats=20)
     assert ((table["difference"] + 0.25).abs() / table["std_error"] > 4).all(), table.to_string()
@@ -98,14 +85,14 @@ def test_exact_posterior_makes_the_elbo_the_log_likelihood():
     exact = model.log_marginal(x)
     torch.testing.assert_close(closed_form_elbo(model, ExactPosteriorGuide(model), x).elbo, exact,
                                rtol=0, atol=1e-6)
-    other = closed_form_elbo(model, DiagonalNormalGuide(Identity(5), 3), x).elbo
+    other = closed_form_elbo(model, DiagonalNormalGuide(IdentityEncoder(5), 3), x).elbo
     assert (other < exact).all()
 
 
 def test_trace_elbo_gradients_match_closed_form_gradients():
     torch.manual_seed(0)
     model = LinearGaussianVAE(4, 2, init_sigma=0.8)
-    guide = DiagonalNormalGuide(Identity(4), 2)
+    guide = DiagonalNormalGuide(IdentityEncoder(4), 2)
     x = torch.randn(10, 4)
     params = [*model.parameters(), *guide.parameters()]
 

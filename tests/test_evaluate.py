@@ -2,27 +2,15 @@
 
 import pytest
 import torch
-from torch import nn
+from conftest import IdentityEncoder
 
 from ppl_vae import DiagonalNormalGuide, ModelConfig, build_pair
 from ppl_vae.evaluate import active_units, estimate_log_likelihood, evaluation_table
 from ppl_vae.linear_gaussian import ExactPosteriorGuide, LinearGaussianVAE
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(torch.float32)
+pytestmark = pytest.mark.usefixtures("float64")
 
-
-class Identity(nn.Module):
-    def __init__(self, dim):
-        super().__init__()
-        self.out_dim = dim
-
-    def forward(self, x):
-        return x
 
 
 @pytest.fixture
@@ -31,7 +19,7 @@ def linear_gaussian():
     model = LinearGaussianVAE(6, 3, init_sigma=0.5)
     with torch.no_grad():
         model.decoder.weight.mul_(2.0)
-    guide = DiagonalNormalGuide(Identity(6), 3)  # a poor, untrained guide
+    guide = DiagonalNormalGuide(IdentityEncoder(6), 3)  # a poor, untrained guide
     x = model.marginal().sample((40,))
     return model, guide, x
 

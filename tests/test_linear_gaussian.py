@@ -1,26 +1,14 @@
 import pyro.distributions as dist
 import pytest
 import torch
-from torch import nn
+from conftest import IdentityEncoder
 
 from ppl_vae import DiagonalNormalGuide, SVIStep, make_elbo
 from ppl_vae.linear_gaussian import LinearGaussianVAE
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(torch.float32)
+pytestmark = pytest.mark.usefixtures("float64")
 
-
-class Identity(nn.Module):
-    def __init__(self, dim):
-        super().__init__()
-        self.out_dim = dim
-
-    def forward(self, x):
-        return x
 
 
 def synthetic(n=2000, data_dim=5, z_dim=2, sigma=0.5):
@@ -70,7 +58,7 @@ def test_svi_reaches_the_tipping_bishop_maximum_likelihood():
     x = synthetic()
     target = LinearGaussianVAE.maximum_likelihood(x, 2).log_marginal(x).mean().item()
     model = LinearGaussianVAE(5, 2)
-    guide = DiagonalNormalGuide(Identity(5), 2)
+    guide = DiagonalNormalGuide(IdentityEncoder(5), 2)
     step = SVIStep(model, guide, make_elbo("trace"), lr=0.1)
     generator = torch.Generator().manual_seed(0)
     steps = 4000

@@ -4,15 +4,15 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppl_vae.guides.base import AmortizedGuide
+from ppl_vae.guides.diagonal import DiagonalNormalGuide
 
 
-class FullRankGuide(AmortizedGuide):
+class FullRankGuide(DiagonalNormalGuide):
     """q(z|x) = N(loc(x), L(x) L(x)^T) with a lower-triangular ``L`` from the encoder.
 
-    Heads on the encoder's features give ``loc``, the log of ``L``'s diagonal and its
-    ``z_dim (z_dim - 1) / 2`` strictly-lower entries (initialized at zero, so training
-    starts from a diagonal guide).
+    The diagonal guide's heads give ``loc`` and the diagonal of ``L``; one more head gives
+    its ``z_dim (z_dim - 1) / 2`` strictly-lower entries, initialized at zero, so training
+    starts from the diagonal guide.
 
     :param encoder: a network from ``x`` to features ``(batch, encoder.out_dim)``.
     :param z_dim: the latent dimension.
@@ -20,8 +20,6 @@ class FullRankGuide(AmortizedGuide):
 
     def __init__(self, encoder: nn.Module, z_dim: int) -> None:
         super().__init__(encoder, z_dim)
-        self.loc_head = nn.Linear(encoder.out_dim, z_dim)
-        self.log_scale_head = nn.Linear(encoder.out_dim, z_dim)
         self.tril_head = nn.Linear(encoder.out_dim, z_dim * (z_dim - 1) // 2)
         nn.init.zeros_(self.tril_head.weight)
         nn.init.zeros_(self.tril_head.bias)
@@ -35,8 +33,7 @@ class FullRankGuide(AmortizedGuide):
         rows, cols = self.tril_indices
         lower = h.new_zeros(h.shape[:-1] + (self.z_dim, self.z_dim))
         lower[..., rows, cols] = self.tril_head(h)
-        scale_tril = lower + torch.diag_embed(self.log_scale_head(h).exp())
-        return self.loc_head(h), scale_tril
+        return self.loc_head(h), lower + torch.diag_embed(self.log_scale_head(h).exp())
 
     def distribution(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> dist.TorchDistribution:
         loc, scale_tril = self.loc_scale_tril(x, condition)

@@ -10,11 +10,7 @@ from ppl_vae.nets import MLPEncoder
 Z_DIM, CONTEXT_DIM = 4, 3
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(torch.float32)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def randomized(guide):
