@@ -122,3 +122,19 @@ def test_bad_labels_and_missing_conditions():
         model.arguments(torch.zeros(2, 1, 28, 28), None)
     with pytest.raises(ValueError, match="visible quadrants must be one of 1, 2, 3"):
         quadrant_mask(4)
+
+
+def test_label_conditional_conv_model_for_cifar_shaped_images():
+    """The CIFAR-10 setting: 32x32x3 images, convolutional networks, labels into both."""
+    from pyro.infer import Trace_ELBO
+
+    from ppl_vae import SVIStep
+
+    model, guide = build_pair(ModelConfig(event_shape=(3, 32, 32), z_dim=4, network="conv", hidden_dims=(32,),
+                                          likelihood="continuous-bernoulli", conditional="label", num_classes=10))
+    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    args = model.arguments(images, torch.arange(6))
+    step = SVIStep(model, guide, Trace_ELBO())
+    losses = [step(*args) for _ in range(30)]
+    assert losses[-1] < losses[0]
+    assert model.generate(10, images, one_hot(torch.arange(10), 10)).shape == (10, 3, 32, 32)
