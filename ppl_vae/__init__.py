@@ -2,7 +2,7 @@
 
 The model p(z) p(x|z) and the guide q(z|x) are ``nn.Module``s whose ``forward`` is a
 Pyro program; they train with ``pyro.infer.SVI`` and ``Trace_ELBO`` or with the
-library's faster, equivalent :func:`ppl_vae.train.fit`.
+library's faster, equivalent :func:`ppl_vae.fit` (or the resumable :class:`ppl_vae.Trainer`).
 """
 
 from ppl_vae.build import ModelConfig, build_pair
@@ -13,13 +13,14 @@ from ppl_vae.kl_scale import LatentScaleMessenger
 from ppl_vae.likelihoods import LIKELIHOODS, make_likelihood
 from ppl_vae.models import VAE
 from ppl_vae.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, make_networks
-from ppl_vae.train import SVIStep, TrainConfig, evaluate_elbo, fit, make_elbo
+from ppl_vae.train import SVIStep, TrainConfig, evaluate_elbo, make_elbo
+from ppl_vae.trainer import Trainer, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AmortizedGuide", "ConvDecoder", "ConvEncoder", "Dataset", "DiagonalNormalGuide", "GUIDES",
     "LIKELIHOODS", "LatentScaleMessenger", "MLPDecoder", "MLPEncoder", "ModelConfig", "SVIStep",
-    "TrainConfig", "VAE", "build_pair", "evaluate_elbo", "fit", "load_dataset", "load_pair",
+    "TrainConfig", "Trainer", "VAE", "build_pair", "evaluate_elbo", "fit", "load_dataset", "load_pair",
     "make_elbo", "make_guide", "make_likelihood", "make_networks", "save_checkpoint",
 ]

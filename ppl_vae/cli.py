@@ -13,10 +13,10 @@ Every user error is one line on stderr and exit code 2.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+import pyro
 import torch
 
 from ppl_vae.build import CONDITIONALS, ModelConfig, build_pair
@@ -24,13 +24,14 @@ from ppl_vae.cvae import VISIBLE_QUADRANTS
 from ppl_vae.checkpoint import CheckpointError, save_checkpoint
 from ppl_vae.data import DATASETS, DataError, load_dataset
 from ppl_vae.device import resolve_device
-from ppl_vae.figures import plot_curves, save_figures
 from ppl_vae.guides import GUIDES
 from ppl_vae.guides.flow import PERMUTATIONS
 from ppl_vae.likelihoods import LIKELIHOODS
 from ppl_vae.nets import ACTIVATIONS, NETWORKS
-from ppl_vae.run_dir import RunDirError, append_table, load_run, new_run_dir
-from ppl_vae.train import ELBOS, NonFiniteLossError, TrainConfig, fit
+from ppl_vae.run_dir import RunDirError, append_table, load_run, new_run_dir, read_config
+from ppl_vae.train import ELBOS, NonFiniteLossError, TrainConfig
+from ppl_vae.train_run import CheckpointOptions, resumable, run_training, write_run_config
+from ppl_vae.trainer import ON_NAN
 
 
 class UsageError(ValueError):
@@ -61,6 +62,16 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return value
 
 
@@ -105,6 +116,17 @@ def add_train_parser(subparsers) -> None:
     conditional.add_argument("--learned-prior", action="store_true", help="label: learn p(z|y)")
     conditional.add_argument("--visible-quadrants", type=int, choices=VISIBLE_QUADRANTS, default=None,
                              help="quadrants: how many quadrants are visible (default 2)")
+    runs = p.add_argument_group("checkpoints and faults")
+    runs.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                      help="go on from the run's newest good checkpoint (its other settings are the run's)")
+    runs.add_argument("--checkpoint-every-steps", type=non_negative_int, default=0,
+                      help="also checkpoint every N steps (default: at each epoch's end only)")
+    runs.add_argument("--checkpoint-every-seconds", type=non_negative_float, default=600.0,
+                      help="also checkpoint when this many seconds have passed (default 600; 0: off)")
+    runs.add_argument("--keep-checkpoints", type=positive_int, default=2, help="newest checkpoints kept")
+    runs.add_argument("--on-nan", default="stop", choices=ON_NAN,
+                      help="at a non-finite loss or gradient: stop (naming the site) or skip the step")
+    runs.add_argument("--max-skipped", type=positive_int, default=100, help="skip: give up after N in a row")
     p.add_argument("--elbo", default="trace", choices=tuple(ELBOS), help="Trace_ELBO or TraceMeanField_ELBO")
     p.add_argument("--num-particles", type=positive_int, default=1, help="samples of z per datapoint and step")
     p.add_argument("--epochs", type=positive_int, default=10)
@@ -174,11 +196,12 @@ def model_config(args: argparse.Namespace, data) -> ModelConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import pandas as pd
-
+    if args.resume is not None:
+        return cmd_resume(args)
     device = resolve_device(args.device)
     data = load_dataset(args.dataset, args.data_dir, device)
     config = model_config(args, data)
+    pyro.set_rng_seed(args.seed)  # the initial weights too follow the seed
     model, guide = build_pair(config)
     model, guide = model.to(device), guide.to(device)
     check_data(model.likelihood, data)
@@ -186,36 +209,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, elbo=args.elbo,
         num_particles=args.num_particles, beta=args.beta, warmup_epochs=args.warmup_epochs, seed=args.seed,
     )
+    options = CheckpointOptions(args.checkpoint_every_steps, args.checkpoint_every_seconds, args.keep_checkpoints,
+                                args.on_nan, args.max_skipped)
     out = new_run_dir(args.out, args.dataset, args.guide)
-    run_config = {"dataset": args.dataset, "data_dir": str(args.data_dir), "device": str(device),
-                  "model": config.to_dict(), "train": train_config.to_dict()}
-    (out / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
+    write_run_config(out, {"dataset": args.dataset, "data_dir": str(args.data_dir), "device": str(device),
+                           "model": config.to_dict(), "train": train_config.to_dict(),
+                           "checkpoints": options.to_dict()})
+    return run_training(out, model, guide, config, data, train_config, options, not args.no_progress)
 
-    def logger(name: str, label: str):
-        history = []
 
-        def on_epoch(row: dict) -> None:
-            history.append(row)
-            pd.DataFrame(history).to_csv(out / name, index=False)
-            print(f"{label}epoch {row['epoch']}: train ELBO {row['train_elbo']:.2f}, test ELBO "
-                  f"{row['test_elbo']:.2f} nats/image, {row['seconds']:.1f} s", file=sys.stderr)
-
-        return on_epoch
-
-    if config.conditional == "quadrants":  # the baseline first: the CVAE's prior network uses it
-        from ppl_vae.cvae import empty_guide
-
-        baseline = model.baseline.requires_grad_(True)
-        fit(baseline, empty_guide, data, train_config, on_epoch=logger("baseline_metrics.csv", "baseline "),
-            progress=not args.no_progress)
-        baseline.requires_grad_(False).eval()
-    metrics = fit(model, guide, data, train_config, on_epoch=logger("metrics.csv", ""), progress=not args.no_progress)
-    plot_curves(metrics, out / "loss_curve.png")
-    save_figures(model, guide, data, out)
-    save_checkpoint(out / "checkpoint.pt", model, guide, config, epoch=args.epochs,
-                    test_elbo=float(metrics["test_elbo"].iloc[-1]))
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
+def cmd_resume(args: argparse.Namespace) -> int:
+    """``ppl-vae train --resume RUN_DIR``: go on from the run's newest good checkpoint."""
+    run_config = read_config(args.resume)
+    config, train_config, options = resumable(run_config)
+    if (args.resume / "checkpoint.pt").exists():
+        print(f"{args.resume} is a finished run; nothing to resume", file=sys.stderr)
+        return 0
+    device = resolve_device(args.device)
+    data = load_dataset(run_config["dataset"], run_config.get("data_dir", "data"), device)
+    model, guide = build_pair(config)
+    model, guide = model.to(device), guide.to(device)
+    return run_training(args.resume, model, guide, config, data, train_config, options, not args.no_progress,
+                        resume=True)
 
 
 def add_run_dir_arguments(p) -> None:
@@ -316,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (UsageError, DataError, CheckpointError, RunDirError, NonFiniteLossError, ValueError) as error:
         print(f"ppl-vae {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full disk, a read-only directory: files already written are intact
+        where = f" {error.filename}" if error.filename else ""
+        print(f"ppl-vae {args.command}: error: cannot write{where}: {error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ppl-vae {args.command}: interrupted", file=sys.stderr)

@@ -71,16 +71,18 @@ class Dataset:
 
     def batches(
         self, split: str, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-        labels: bool = False,
+        labels: bool = False, start: int = 0,
     ) -> Iterator:
         """Yield batches of the split, binarized per batch when :attr:`binarize` is set.
 
         :param shuffle: visit the datapoints in a random order (drawn on the CPU with
             ``generator``, so the order does not depend on the device).
         :param labels: yield ``(images, labels)`` pairs (labels None for unlabelled data).
+        :param start: skip the first ``start`` batches without touching any RNG but the
+            shuffling generator (to resume in the middle of an epoch).
         """
         images, targets = self.split(split)
-        for index in batch_indices(len(images), batch_size, shuffle, generator):
+        for index in list(batch_indices(len(images), batch_size, shuffle, generator))[start:]:
             index = index.to(images.device)
             batch = torch.bernoulli(images[index]) if self.binarize else images[index]
             if labels:

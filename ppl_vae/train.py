@@ -35,7 +35,7 @@ ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO}
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss or the gradients became NaN or infinite."""
 
 
 def make_elbo(name: str = "trace", num_particles: int = 1) -> ELBO:
@@ -97,7 +97,11 @@ class SVIStep:
             return self.elbo.differentiable_loss(self.kl(self.model), self.kl(self.guide), *args)
 
     def __call__(self, *args) -> float:
-        """Take one step. :returns: the loss before the step (sum over the batch)."""
+        """Take one step. :returns: the loss before the step (sum over the batch).
+
+        :raises NonFiniteLossError: if the loss or a gradient is not finite; the parameters
+            are then left as they were.
+        """
         with pyro.validation_enabled(is_validation_enabled() and not self.validated):
             loss = self.loss(*args)
         self.validated = True
@@ -108,6 +112,10 @@ class SVIStep:
             raise NonFiniteLossError(f"the loss is {value}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads and not torch.isfinite(torch.stack(torch._foreach_norm(grads))).all():
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError("a gradient is not finite")
         self.optimizer.step()
         return value
 
@@ -161,60 +169,3 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def fit(
-    model: nn.Module,
-    guide: nn.Module,
-    data: Dataset,
-    config: TrainConfig,
-    on_epoch: Callable[[dict], None] | None = None,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Train a model/guide pair with SVI and Trace_ELBO.
-
-    :param model: the Pyro model, on the data's device. If it has ``arguments(images, labels)``
-        (conditional models do), each batch is turned into its arguments with it.
-    :param guide: the Pyro guide, on the data's device.
-    :param data: the dataset.
-    :param config: the optimization settings.
-    :param on_epoch: called with each epoch's metrics row.
-    :param progress: show a tqdm progress bar with the running loss.
-    :returns: one row per epoch: ``epoch``, ``train_elbo`` (the training objective per
-        datapoint, averaged over the epoch's steps), ``test_elbo`` (the ELBO per datapoint
-        on the test split after the epoch), ``beta`` and ``seconds`` (cumulative training time).
-    """
-    if config.batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {config.batch_size}")
-    if not config.beta > 0:
-        raise ValueError(f"beta must be positive, got {config.beta}")
-    pyro.set_rng_seed(config.seed)
-    shuffle = torch.Generator().manual_seed(config.seed)
-    step = SVIStep(model, guide, make_elbo(config.elbo, config.num_particles), config.lr, config.beta)
-    arguments = model_arguments(model)
-    steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
-    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-    rows, seconds, global_step = [], 0.0, 0
-    for epoch in range(1, config.epochs + 1):
-        start, total, seen = time.perf_counter(), 0.0, 0
-        batches = data.batches("train", config.batch_size, shuffle=True, generator=shuffle, labels=True)
-        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}", disable=not progress, leave=False)
-        for x, labels in bar:
-            step.kl.scale = warmup_scale(config.beta, global_step, warmup_steps)
-            total += step(*arguments(x, labels))
-            seen += len(x)
-            global_step += 1
-            if global_step % 20 == 0:
-                bar.set_postfix(loss=f"{total / seen:.2f}")
-        seconds += time.perf_counter() - start
-        row = {
-            "epoch": epoch,
-            "train_elbo": -total / len(data.train),
-            "test_elbo": evaluate_elbo(model, guide, data, "test"),
-            "beta": step.kl.scale,
-            "seconds": seconds,
-        }
-        rows.append(row)
-        if on_epoch is not None:
-            on_epoch(row)
-    return pd.DataFrame(rows)

@@ -1,0 +1,130 @@
+"""One training run into a run directory, new or resumed.
+
+Used by ``ppl-vae train``: it writes ``metrics.csv`` every epoch, training checkpoints
+under ``checkpoints/``, and at the end the figures and ``checkpoint.pt``. SIGTERM and
+Ctrl-C write a checkpoint and stop cleanly. For fault-injection tests, the environment
+variable ``PPL_VAE_FAULT=kill:N`` (or ``term:N``) sends the process SIGKILL (or SIGTERM)
+after global step N.
+"""
+
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from torch import nn
+
+from ppl_vae.build import ModelConfig, build_pair
+from ppl_vae.checkpoint import save_checkpoint
+from ppl_vae.data import Dataset
+from ppl_vae.figures import plot_curves, save_figures
+from ppl_vae.train import TrainConfig
+from ppl_vae.trainer import StopRequested, Trainer, fit, latest_checkpoint
+
+
+@dataclass
+class CheckpointOptions:
+    """How often training checkpoints are written, how many are kept, and the NaN policy."""
+
+    every_steps: int = 0
+    every_seconds: float = 600.0
+    keep: int = 2
+    on_nan: str = "stop"
+    max_skipped: int = 100
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def fault_hook():
+    """The ``PPL_VAE_FAULT`` test hook: ``kill:N`` or ``term:N`` signals this process after step N."""
+    spec = os.environ.get("PPL_VAE_FAULT")
+    if not spec:
+        return None
+    kind, at = spec.split(":")
+    signum = {"kill": signal.SIGKILL, "term": signal.SIGTERM}[kind]
+
+    def after_step(step: int) -> None:
+        if step == int(at):
+            os.kill(os.getpid(), signum)
+
+    return after_step
+
+
+class StopSignals:
+    """Within this block, SIGTERM and SIGINT only set :attr:`received` (the loop polls it)."""
+
+    def __enter__(self) -> "StopSignals":
+        self.received = None
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def epoch_logger(out: Path, name: str, label: str, rows: list):
+    def on_epoch(row: dict) -> None:
+        rows.append(row)
+        pd.DataFrame(rows).to_csv(out / name, index=False)
+        print(f"{label}epoch {row['epoch']}: train ELBO {row['train_elbo']:.2f}, test ELBO "
+              f"{row['test_elbo']:.2f} nats/image, {row['seconds']:.1f} s", file=sys.stderr)
+
+    return on_epoch
+
+
+def run_training(out: Path, model: nn.Module, guide: nn.Module, config: ModelConfig, data: Dataset,
+                 train_config: TrainConfig, options: CheckpointOptions, progress: bool = True,
+                 resume: bool = False) -> int:
+    """Train (or resume) into ``out``; returns the exit code (0, or 128 + signal when stopped)."""
+    trainer = Trainer(model, guide, data, train_config, out / "checkpoints", options.every_steps,
+                      options.every_seconds, options.keep, options.on_nan, options.max_skipped)
+    if resume:
+        state, path, problems = latest_checkpoint(out / "checkpoints", map_location=next(model.parameters()).device)
+        for problem in problems:
+            print(f"ppl-vae train: passed over broken checkpoint {problem}", file=sys.stderr)
+        trainer.load_state_dict(state)
+        print(f"resuming from {path} (epoch {trainer.epoch}, step {trainer.global_step})", file=sys.stderr)
+    elif config.conditional == "quadrants":  # the baseline first: the CVAE's prior network uses it
+        from ppl_vae.cvae import empty_guide
+
+        baseline = model.baseline.requires_grad_(True)
+        fit(baseline, empty_guide, data, train_config, progress=progress,
+            on_epoch=epoch_logger(out, "baseline_metrics.csv", "baseline ", []))
+        baseline.requires_grad_(False).eval()
+    on_epoch = epoch_logger(out, "metrics.csv", "", list(trainer.rows))
+    with StopSignals() as signals:
+        try:
+            metrics = trainer.run(on_epoch, progress, stop_requested=lambda: signals.received is not None,
+                                  after_step=fault_hook())
+        except StopRequested as stop:
+            name = signal.Signals(signals.received).name
+            print(f"ppl-vae train: {name}: {stop}; checkpoint written; resume with: ppl-vae train --resume {out}",
+                  file=sys.stderr)
+            return 128 + signals.received
+    plot_curves(metrics, out / "loss_curve.png")
+    save_figures(model, guide, data, out)
+    save_checkpoint(out / "checkpoint.pt", model, guide, config, epoch=train_config.epochs,
+                    test_elbo=float(metrics["test_elbo"].iloc[-1]))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def write_run_config(out: Path, run_config: dict) -> None:
+    (out / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
+
+
+def resumable(run_config: dict) -> tuple[ModelConfig, TrainConfig, CheckpointOptions]:
+    """The configs a run directory's ``config.json`` records."""
+    return (ModelConfig.from_dict(run_config["model"]), TrainConfig(**run_config["train"]),
+            CheckpointOptions(**run_config.get("checkpoints", {})))
+
+
+__all__ = ["CheckpointOptions", "resumable", "run_training", "write_run_config"]

@@ -1,0 +1,271 @@
+"""The resumable SVI training loop: periodic atomic checkpoints, resume, NaN policy, stop requests.
+
+A training checkpoint holds everything the loop needs to go on as if it had never
+stopped: model and guide state_dicts (buffers included), the optimizer's state, the RNG
+states (Python, NumPy, torch CPU and CUDA, and the shuffling generator as it was at the
+start of the epoch), the position in the epoch, the running sums and the metrics so far.
+On the CPU a resumed run is bitwise identical to an uninterrupted one (only the
+``seconds`` column differs). Files are data only (``torch.load(weights_only=True)``),
+written atomically; the newest ``keep`` are kept.
+"""
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.poutine.util import site_is_subsample
+from torch import nn
+from tqdm.auto import tqdm
+
+from ppl_vae.checkpoint import CheckpointError, atomic_write
+from ppl_vae.data import Dataset
+from ppl_vae.kl_scale import warmup_scale
+from ppl_vae.registration import registration_skipped
+from ppl_vae.train import NonFiniteLossError, SVIStep, TrainConfig, evaluate_elbo, make_elbo, model_arguments
+
+TRAIN_FORMAT = "ppl_vae/train-1"
+ON_NAN = ("stop", "skip")
+
+
+class StopRequested(Exception):
+    """Training stopped at a stop request (SIGTERM, Ctrl-C) after writing a checkpoint."""
+
+
+def rng_state() -> dict:
+    """Python's, NumPy's and torch's (CPU and CUDA) RNG states, as data."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": json.dumps([version, list(internal), gauss]),
+        "numpy": json.dumps([name, keys.tolist(), pos, has_gauss, cached]),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = json.loads(state["python"])
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = json.loads(state["numpy"])
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def nonfinite_site(model, guide, *args) -> str:
+    """Name the first sample site whose log-probability is not finite (from Pyro traces),
+    or the first parameter whose value is not finite."""
+    with torch.no_grad(), registration_skipped(), pyro.validation_enabled(False):
+        for name, param in [*model.named_parameters(), *getattr(guide, "named_parameters", lambda: [])()]:
+            if not torch.isfinite(param).all():
+                return f"parameter {name!r}"
+        guide_trace = poutine.trace(guide).get_trace(*args)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
+        for where, trace in (("guide", guide_trace), ("model", model_trace)):
+            for name, site in trace.nodes.items():
+                if site["type"] == "sample" and not site_is_subsample(site):
+                    if not torch.isfinite(site["fn"].log_prob(site["value"])).all():
+                        return f"{where} site {name!r}"
+    return "no site (the non-finite value arose in the gradients)"
+
+
+class Trainer:
+    """Train a model/guide pair with SVI and Trace_ELBO, checkpointing as it goes.
+
+    :param model: the Pyro model, on the data's device (``arguments(images, labels)`` is used
+        when it has one).
+    :param guide: the Pyro guide.
+    :param data: the dataset.
+    :param config: the optimization settings.
+    :param checkpoint_dir: where training checkpoints go (None: none are written).
+    :param every_steps: also checkpoint every this many steps (0: at epoch ends only).
+    :param every_seconds: also checkpoint when this many seconds have passed since the last.
+    :param keep: how many checkpoints to keep.
+    :param on_nan: ``"stop"`` (raise at the first non-finite loss or gradient, naming the
+        site) or ``"skip"`` (skip the step; give up after ``max_skipped`` in a row).
+    :param extra: JSON-able data stored in every checkpoint (e.g. the run's config).
+    """
+
+    def __init__(self, model: nn.Module, guide, data: Dataset, config: TrainConfig,
+                 checkpoint_dir: Path | None = None, every_steps: int = 0, every_seconds: float = 0.0,
+                 keep: int = 2, on_nan: str = "stop", max_skipped: int = 100, extra: dict | None = None) -> None:
+        if config.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {config.batch_size}")
+        if not config.beta > 0:
+            raise ValueError(f"beta must be positive, got {config.beta}")
+        if on_nan not in ON_NAN:
+            raise ValueError(f"unknown NaN policy {on_nan!r}; choose from {', '.join(ON_NAN)}")
+        self.model, self.guide, self.data, self.config = model, guide, data, config
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.every_steps, self.every_seconds, self.keep = every_steps, every_seconds, keep
+        self.on_nan, self.max_skipped, self.extra = on_nan, max_skipped, extra or {}
+        pyro.set_rng_seed(config.seed)
+        self.shuffle = torch.Generator().manual_seed(config.seed)
+        self.step = SVIStep(model, guide, make_elbo(config.elbo, config.num_particles), config.lr, config.beta)
+        self.arguments = model_arguments(model)
+        self.steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+        self.warmup_steps = round(config.warmup_epochs * self.steps_per_epoch)
+        # the loop's position and running sums: all of it goes into checkpoints
+        self.epoch, self.step_in_epoch, self.global_step = 1, 0, 0
+        self.total, self.seen, self.seconds, self.skipped, self.skipped_in_a_row = 0.0, 0, 0.0, 0, 0
+        self.rows: list[dict] = []
+        self.epoch_shuffle_state = self.shuffle.get_state()
+        self.last_checkpoint = time.monotonic()
+
+    # ----------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        if self.step.optimizer is None:
+            raise RuntimeError("no optimizer yet: checkpoint after the first step")
+        counters = {name: getattr(self, name) for name in (
+            "epoch", "step_in_epoch", "global_step", "total", "seen", "seconds", "skipped", "skipped_in_a_row")}
+        return {
+            "format": TRAIN_FORMAT, "model": self.model.state_dict(),
+            "guide": self.guide.state_dict() if isinstance(self.guide, nn.Module) else {},
+            "optimizer": self.step.optimizer.state_dict(), "rng": rng_state(),
+            "epoch_shuffle_state": self.epoch_shuffle_state, "counters": json.dumps(counters),
+            "rows": json.dumps(self.rows), "train_config": json.dumps(self.config.to_dict()),
+            "extra": json.dumps(self.extra),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        if isinstance(self.guide, nn.Module):
+            self.guide.load_state_dict(state["guide"])
+        self.step.optimizer.load_state_dict(state["optimizer"])
+        self.step.validated = True
+        for name, value in json.loads(state["counters"]).items():
+            setattr(self, name, value)
+        self.rows = json.loads(state["rows"])
+        self.epoch_shuffle_state = state["epoch_shuffle_state"]
+        set_rng_state(state["rng"])
+
+    def save(self) -> Path | None:
+        """Write a checkpoint atomically and drop all but the newest ``keep``."""
+        if self.checkpoint_dir is None:
+            return None
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        path = self.checkpoint_dir / f"train-{self.global_step:09d}.pt"
+        state = self.state_dict()
+        atomic_write(path, lambda f: torch.save(state, f))
+        for old in sorted(self.checkpoint_dir.glob("train-*.pt"))[: -self.keep]:
+            old.unlink()
+        self.last_checkpoint = time.monotonic()
+        return path
+
+    # ----------------------------------------------------------------- the loop
+    def _batches(self):
+        self.shuffle.set_state(self.epoch_shuffle_state)
+        return self.data.batches("train", self.config.batch_size, shuffle=True, generator=self.shuffle,
+                                 labels=True, start=self.step_in_epoch)
+
+    def _take_step(self, x: torch.Tensor, labels) -> None:
+        args = self.arguments(x, labels)
+        self.step.kl.scale = warmup_scale(self.config.beta, self.global_step, self.warmup_steps)
+        try:
+            self.total += self.step(*args)
+            self.seen += len(x)
+            self.skipped_in_a_row = 0
+        except NonFiniteLossError as error:
+            where = nonfinite_site(self.model, self.guide, *args)
+            if self.on_nan == "stop":
+                raise NonFiniteLossError(f"{error} at step {self.global_step + 1} (epoch {self.epoch}); "
+                                         f"non-finite: {where}") from None
+            self.skipped += 1
+            self.skipped_in_a_row += 1
+            if self.skipped_in_a_row > self.max_skipped:
+                raise NonFiniteLossError(f"{self.skipped_in_a_row} steps in a row skipped for non-finite values "
+                                         f"(last at step {self.global_step + 1}: {where}); giving up") from None
+        self.global_step += 1
+        self.step_in_epoch += 1
+
+    def run(self, on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
+            stop_requested: Callable[[], bool] = lambda: False,
+            after_step: Callable[[int], None] | None = None) -> pd.DataFrame:
+        """Train to ``config.epochs`` from wherever the trainer stands.
+
+        :param on_epoch: called with each epoch's metrics row (``epoch``, ``train_elbo``,
+            ``test_elbo``, ``beta``, ``skipped_steps``, ``seconds``).
+        :param stop_requested: polled after each step; when true, a checkpoint is written
+            and :class:`StopRequested` raised.
+        :param after_step: called with the global step after each step (fault injection in tests).
+        :returns: the metrics of all epochs so far.
+        """
+        while self.epoch <= self.config.epochs:
+            start = time.perf_counter()
+            bar = tqdm(self._batches(), total=self.steps_per_epoch, initial=self.step_in_epoch,
+                       desc=f"epoch {self.epoch}", disable=not progress, leave=False)
+            for x, labels in bar:
+                self._take_step(x, labels)
+                if self.global_step % 20 == 0 and self.seen:
+                    bar.set_postfix(loss=f"{self.total / self.seen:.2f}")
+                if after_step is not None:
+                    after_step(self.global_step)
+                if stop_requested():
+                    self.seconds += time.perf_counter() - start
+                    self.save()
+                    raise StopRequested(f"stopped at step {self.global_step} (epoch {self.epoch})")
+                due_steps = self.every_steps and self.global_step % self.every_steps == 0
+                due_time = self.every_seconds and time.monotonic() - self.last_checkpoint >= self.every_seconds
+                if (due_steps or due_time) and self.step_in_epoch < self.steps_per_epoch:
+                    self.seconds += time.perf_counter() - start
+                    start = time.perf_counter()
+                    self.save()
+            self.seconds += time.perf_counter() - start
+            row = {"epoch": self.epoch, "train_elbo": -self.total / max(self.seen, 1),
+                   "test_elbo": evaluate_elbo(self.model, self.guide, self.data, "test"),
+                   "beta": self.step.kl.scale, "skipped_steps": self.skipped, "seconds": self.seconds}
+            self.rows.append(row)
+            self.epoch, self.step_in_epoch, self.total, self.seen = self.epoch + 1, 0, 0.0, 0
+            self.epoch_shuffle_state = self.shuffle.get_state()
+            self.save()
+            if on_epoch is not None:
+                on_epoch(row)
+        return pd.DataFrame(self.rows)
+
+
+def latest_checkpoint(checkpoint_dir: Path, map_location="cpu") -> tuple[dict, Path, list[str]]:
+    """The newest training checkpoint that loads, newest first; broken ones are passed over.
+
+    :returns: ``(state, path, problems)`` where ``problems`` names the files passed over.
+    :raises CheckpointError: if no checkpoint loads.
+    """
+    problems = []
+    for path in sorted(Path(checkpoint_dir).glob("train-*.pt"), reverse=True):
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as error:
+            problems.append(f"{path.name}: {str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__}")
+            continue
+        if isinstance(state, dict) and state.get("format") == TRAIN_FORMAT:
+            return state, path, problems
+        problems.append(f"{path.name}: not a ppl_vae training checkpoint")
+    detail = f" ({'; '.join(problems)})" if problems else ""
+    raise CheckpointError(f"no loadable training checkpoint in {checkpoint_dir}{detail}")
+
+
+def fit(model: nn.Module, guide, data: Dataset, config: TrainConfig,
+        on_epoch: Callable[[dict], None] | None = None, progress: bool = True) -> pd.DataFrame:
+    """Train a model/guide pair with SVI and Trace_ELBO (no checkpoints; see :class:`Trainer`).
+
+    :param model: the Pyro model, on the data's device. If it has ``arguments(images, labels)``
+        (conditional models do), each batch is turned into its arguments with it.
+    :param guide: the Pyro guide, on the data's device.
+    :param data: the dataset.
+    :param config: the optimization settings.
+    :param on_epoch: called with each epoch's metrics row.
+    :param progress: show a tqdm progress bar with the running loss.
+    :returns: one row per epoch: ``epoch``, ``train_elbo`` (the training objective per
+        datapoint, averaged over the epoch's steps), ``test_elbo`` (the ELBO per datapoint
+        on the test split after the epoch), ``beta``, ``skipped_steps`` and ``seconds``
+        (cumulative training time).
+    """
+    return Trainer(model, guide, data, config).run(on_epoch, progress)
