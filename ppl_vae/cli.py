@@ -227,10 +227,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
         return 0
     device = resolve_device(args.device)
     data = load_dataset(run_config["dataset"], run_config.get("data_dir", "data"), device)
+    pyro.set_rng_seed(train_config.seed)
     model, guide = build_pair(config)
     model, guide = model.to(device), guide.to(device)
+    started = any((args.resume / "checkpoints").glob("train-*.pt"))
+    if not started:  # stopped before its first checkpoint: nothing was saved, so start over
+        print(f"{args.resume} has no checkpoint yet; starting it over", file=sys.stderr)
     return run_training(args.resume, model, guide, config, data, train_config, options, not args.no_progress,
-                        resume=True)
+                        resume=started)
 
 
 def add_run_dir_arguments(p) -> None:

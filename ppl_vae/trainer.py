@@ -62,8 +62,11 @@ def set_rng_state(state: dict) -> None:
 
 
 def nonfinite_site(model, guide, *args) -> str:
-    """Name the first sample site whose log-probability is not finite (from Pyro traces),
-    or the first parameter whose value is not finite."""
+    """Name where a non-finite value first appears: the batch, a parameter, or the first
+    sample site whose log-probability is not finite (from Pyro traces of guide and model)."""
+    for i, arg in enumerate(args):
+        if torch.is_tensor(arg) and not torch.isfinite(arg).all():
+            return f"the batch (argument {i} of model and guide)"
     with torch.no_grad(), registration_skipped(), pyro.validation_enabled(False):
         for name, param in [*model.named_parameters(), *getattr(guide, "named_parameters", lambda: [])()]:
             if not torch.isfinite(param).all():
@@ -174,7 +177,11 @@ class Trainer:
             self.total += self.step(*args)
             self.seen += len(x)
             self.skipped_in_a_row = 0
-        except NonFiniteLossError as error:
+        except (NonFiniteLossError, ValueError) as error:
+            if isinstance(error, ValueError):  # argument validation (the first step) met a non-finite value?
+                if all(torch.isfinite(t).all() for t in [*args, *self.step_parameters()] if torch.is_tensor(t)):
+                    raise
+                error = "a distribution got non-finite parameters"
             where = nonfinite_site(self.model, self.guide, *args)
             if self.on_nan == "stop":
                 raise NonFiniteLossError(f"{error} at step {self.global_step + 1} (epoch {self.epoch}); "
@@ -186,6 +193,9 @@ class Trainer:
                                          f"(last at step {self.global_step + 1}: {where}); giving up") from None
         self.global_step += 1
         self.step_in_epoch += 1
+
+    def step_parameters(self) -> list[torch.Tensor]:
+        return [p for group in self.step.optimizer.param_groups for p in group["params"]] if self.step.optimizer else []
 
     def run(self, on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
             stop_requested: Callable[[], bool] = lambda: False,
