@@ -180,7 +180,6 @@ def evaluation_table(
     estimate), their standard errors over datapoints, the number of active units and,
     for Gaussian guides, the mean closed-form KL and the KL per latent dimension.
     """
-    from ppl_vae.elbo import guide_gaussian, kl_diagonal_standard_per_dim
 
     start = time.perf_counter()
     per_datapoint, z_mean = estimate_log_likelihood(
@@ -209,7 +208,11 @@ def mean_kl(guide: nn.Module, x: torch.Tensor, *args, batch_size: int = 100) -> 
     """The closed-form KL(q(z|x) || N(0, I)) averaged over datapoints: ``{"kl": ...}``, plus
     ``kl_z0, kl_z1, ...`` per latent dimension for diagonal guides; ``{}`` for non-Gaussian guides.
     """
-    from ppl_vae.elbo import guide_gaussian, kl_diagonal_standard_per_dim, kl_full_rank_standard
+    from ppl_vae.elbo import (
+        guide_gaussian,
+        kl_diagonal_standard_per_dim,
+        kl_full_rank_standard,
+    )
 
     totals, per_dim = [], []
     with registration_skipped():

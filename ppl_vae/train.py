@@ -14,21 +14,18 @@ checked for NaN at every step.
 """
 
 import math
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-import pandas as pd
 import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.util import is_validation_enabled
 from torch import nn
-from tqdm.auto import tqdm
 
 from ppl_vae.data import Dataset
-from ppl_vae.kl_scale import LatentScaleMessenger, warmup_scale
+from ppl_vae.kl_scale import LatentScaleMessenger
 from ppl_vae.registration import registration_skipped
 
 ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO}

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from ppl_vae.build import ModelConfig, build_pair
+from ppl_vae.build import ModelConfig
 from ppl_vae.checkpoint import save_checkpoint
 from ppl_vae.data import Dataset
 from ppl_vae.figures import plot_curves, save_figures

@@ -29,7 +29,14 @@ from ppl_vae.checkpoint import CheckpointError, atomic_write
 from ppl_vae.data import Dataset
 from ppl_vae.kl_scale import warmup_scale
 from ppl_vae.registration import registration_skipped
-from ppl_vae.train import NonFiniteLossError, SVIStep, TrainConfig, evaluate_elbo, make_elbo, model_arguments
+from ppl_vae.train import (
+    NonFiniteLossError,
+    SVIStep,
+    TrainConfig,
+    evaluate_elbo,
+    make_elbo,
+    model_arguments,
+)
 
 TRAIN_FORMAT = "ppl_vae/train-1"
 ON_NAN = ("stop", "skip")

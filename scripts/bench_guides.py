@@ -27,7 +27,6 @@ import torch
 from ppl_vae import ModelConfig, TrainConfig, build_pair, fit, load_dataset
 from ppl_vae.device import resolve_device
 from ppl_vae.evaluate import estimate_log_likelihood
-from ppl_vae.figures import plot_curves
 
 GUIDE_OPTIONS = {"diag": {}, "full-rank": {}, "planar": {"num_flows": 8}, "iaf": {"num_flows": 2}}
 

@@ -2,9 +2,9 @@
 
 from typing import Sequence
 
+import torch
 from pyro.distributions.transforms import ConditionalAffineAutoregressive
 from pyro.nn import ConditionalAutoRegressiveNN
-import torch
 from torch import nn
 
 from ppl_vae.guides.flow import FlowGuide

@@ -1,0 +1,93 @@
+"""``ppl-vae evaluate`` and ``ppl-vae check``: read a finished run directory, append a table to it."""
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ppl_vae.cli_args import positive_int
+from ppl_vae.device import resolve_device
+from ppl_vae.run_dir import append_table, load_run
+
+
+def add_run_dir_arguments(p) -> None:
+    p.add_argument("run_dir", type=Path, help="a run directory written by ppl-vae train")
+    p.add_argument("--split", default="test", choices=("test", "valid", "train"))
+    p.add_argument("--num-datapoints", type=positive_int, default=None, help="the first N datapoints (default: all)")
+    p.add_argument("--data-dir", default=None, help="override the run's data directory")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="seed of the test binarization and the samples")
+
+
+def add_evaluate_parser(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="importance-sampled log-likelihood (IWAE bound), active units, KL")
+    add_run_dir_arguments(p)
+    p.add_argument("--num-samples", type=positive_int, default=5000, help="K importance samples (default 5000)")
+    p.add_argument("--batch-size", type=positive_int, default=2, help="datapoints per pass (default 2)")
+    p.add_argument("--chunk-size", type=positive_int, default=2000,
+                   help="samples per pass (default 2000; batch x chunk sets memory; a few thousand pairs suit CPU caches)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def add_check_parser(subparsers) -> None:
+    p = subparsers.add_parser("check", help="Trace_ELBO and TraceMeanField_ELBO against the closed-form ELBO")
+    add_run_dir_arguments(p)
+    p.set_defaults(num_datapoints=500)
+    p.add_argument("--num-particles", type=positive_int, default=100, help="particles per estimator run")
+    p.add_argument("--repeats", type=positive_int, default=20, help="estimator runs, for the standard error")
+    p.add_argument("--num-samples", type=positive_int, default=1000,
+                   help="draws for the closed form's Monte Carlo likelihood term")
+    p.set_defaults(func=cmd_check)
+
+
+def evaluation_data(args: argparse.Namespace):
+    """The run's model, guide and the fixed model arguments to evaluate on (binarized once, seeded)."""
+    from ppl_vae.train import model_arguments
+
+    device = resolve_device(args.device)
+    model, guide, data = load_run(args.run_dir, device, args.data_dir)
+    x, labels = data.split(args.split)
+    x = x[: args.num_datapoints]
+    labels = None if labels is None else labels[: args.num_datapoints]
+    if data.binarize:
+        generator = torch.Generator(device=x.device).manual_seed(args.seed)
+        x = torch.bernoulli(x, generator=generator)
+    return model, guide, data, model_arguments(model)(x, labels)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from ppl_vae.evaluate import evaluation_table
+
+    model, guide, data, (x, *condition) = evaluation_data(args)
+    with tqdm(total=len(x), desc="evaluate", unit="image", disable=args.no_progress) as bar:
+        row = evaluation_table(model, guide, x, *condition, num_samples=args.num_samples, batch_size=args.batch_size,
+                               chunk_size=args.chunk_size, seed=args.seed, progress=bar)
+    if hasattr(model, "baseline"):  # quadrant completion: the baseline's exact -log p(y | x_visible)
+        from ppl_vae.cvae import baseline_nll
+
+        row["baseline_nll"] = baseline_nll(model.baseline, x, *condition).mean().item()
+    row = {"dataset": data.name, "split": args.split, "device": str(x.device), **row}
+    append_table(args.run_dir, "evaluation", pd.DataFrame([row]))
+    print(f"{data.name} {args.split}: NLL {row['nll']:.2f} +- {row['nll_std_error']:.2f} nats "
+          f"({row['bits_per_dim']:.4f} bits/dim), ELBO {row['elbo']:.2f}, K={args.num_samples}, "
+          f"active units {row['active_units']}/{row['z_dim']}, {row['seconds']:.0f} s")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ppl_vae.check import elbo_agreement
+
+    model, guide, data, (x, *condition) = evaluation_data(args)
+    table = elbo_agreement(model, guide, x, *condition, num_particles=args.num_particles, repeats=args.repeats,
+                           num_samples=args.num_samples)
+    table.insert(0, "dataset", data.name)
+    append_table(args.run_dir, "check", table)
+    for row in table.itertuples():
+        print(f"{row.estimator}: {row.estimate:.3f} +- {row.std_error:.3f}, {row.reference_kind} reference "
+              f"{row.reference:.3f} +- {row.reference_std_error:.3f}: {row.z:+.2f} standard errors "
+              f"({'agrees' if abs(row.z) < 4 else 'DISAGREES'})")
+    return 0
