@@ -135,10 +135,14 @@ def main() -> None:
             "ratio_to_pythae": round(subset_rate / pythae, 3),
         })
         print(rows[-1], flush=True)
-    table = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "" if device.type == "cpu" else f"_{device.type}"
-    table.to_csv(args.out / f"bench_evaluate{suffix}.csv", index=False)
+    path = args.out / f"bench_evaluate{suffix}.csv"
+    table = pd.DataFrame(rows)
+    if path.exists():  # keep other models' rows from earlier runs; a model measured again is replaced
+        earlier = pd.read_csv(path)
+        table = pd.concat([earlier[~earlier["model"].isin(table["model"])], table], ignore_index=True)
+    table.to_csv(path, index=False)
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     command = (f"python scripts/bench_evaluate.py --num-datapoints {args.num_datapoints} "
                f"--num-samples {args.num_samples} --device {args.device}")
