@@ -10,7 +10,8 @@ import torch
 from ppl_vae import load_pair
 from ppl_vae.cli import main
 
-RUN_FILES = {"config.json", "metrics.csv", "loss_curve.png", "samples.png", "reconstructions.png", "checkpoint.pt"}
+RUN_FILES = {"config.json", "metrics.csv", "loss_curve.png", "samples.png", "reconstructions.png", "checkpoint.pt",
+             "checkpoints"}
 
 
 def test_train_writes_a_complete_run(tmp_path, capsys):
@@ -153,7 +154,7 @@ def test_quadrant_run(tmp_path):
     assert main(["train", "--conditional", "quadrants", "--visible-quadrants", "3", "--epochs", "1", "--z-dim", "3",
                  "--hidden-dims", "32", "--batch-size", "500", "--out", str(out), "--no-progress"]) == 0
     assert {p.name for p in out.iterdir()} == {"config.json", "metrics.csv", "baseline_metrics.csv", "loss_curve.png",
-                                               "completions.png", "checkpoint.pt"}
+                                               "completions.png", "checkpoint.pt", "checkpoints"}
     model, _, config = load_pair(out)
     assert config.visible_quadrants == 3 and config.likelihood == "bce-grayscale"
     assert main(["evaluate", str(out), "--num-samples", "10", "--num-datapoints", "20", "--no-progress"]) == 0
