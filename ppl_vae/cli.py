@@ -97,6 +97,12 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam's learning rate")
     p.add_argument("--beta", type=positive_float, default=1.0, help="KL weight (beta-VAE); 1 is the ELBO")
     p.add_argument("--warmup-epochs", type=non_negative_float, default=0.0, help="linear KL warm-up length")
+    p.add_argument("--validation-size", type=non_negative_int, default=0,
+                   help="hold out the last N training datapoints as a validation split (default 0; "
+                   "binarized-mnist-static has its own)")
+    p.add_argument("--patience", type=non_negative_int, default=0,
+                   help="early stopping: stop when the validation ELBO has not improved for N epochs and "
+                   "keep the best epoch (default 0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: results/runs/<time>-<dataset>-<guide>)")
@@ -162,7 +168,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         return cmd_resume(args)
     device = resolve_device(args.device)
-    data = load_dataset(args.dataset, args.data_dir, device)
+    data = load_dataset(args.dataset, args.data_dir, device, args.validation_size)
+    if args.patience and data.valid is None:
+        raise UsageError(f"--patience needs a validation split; {args.dataset!r} has none: pass --validation-size N "
+                         "(e.g. 10000 for the MNIST family)")
     config = model_config(args, data)
     pyro.set_rng_seed(args.seed)  # the initial weights too follow the seed
     model, guide = build_pair(config)
@@ -171,11 +180,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, elbo=args.elbo,
         num_particles=args.num_particles, beta=args.beta, warmup_epochs=args.warmup_epochs, seed=args.seed,
+        patience=args.patience,
     )
     options = CheckpointOptions(args.checkpoint_every_steps, args.checkpoint_every_seconds, args.keep_checkpoints,
                                 args.on_nan, args.max_skipped)
     out = new_run_dir(args.out, args.dataset, args.guide)
-    write_run_config(out, {"dataset": args.dataset, "data_dir": str(args.data_dir), "device": str(device),
+    write_run_config(out, {"dataset": args.dataset, "data_dir": str(args.data_dir),
+                           "validation_size": args.validation_size, "device": str(device),
                            "model": config.to_dict(), "train": train_config.to_dict(),
                            "checkpoints": options.to_dict()})
     return run_training(out, model, guide, config, data, train_config, options, not args.no_progress)
@@ -189,7 +200,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         print(f"{args.resume} is a finished run; nothing to resume", file=sys.stderr)
         return 0
     device = resolve_device(args.device)
-    data = load_dataset(run_config["dataset"], run_config.get("data_dir", "data"), device)
+    data = load_dataset(run_config["dataset"], run_config.get("data_dir", "data"), device,
+                        run_config.get("validation_size", 0))
     pyro.set_rng_seed(train_config.seed)
     model, guide = build_pair(config)
     model, guide = model.to(device), guide.to(device)

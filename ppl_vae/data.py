@@ -90,6 +90,24 @@ class Dataset:
             else:
                 yield batch
 
+    def hold_out(self, size: int) -> "Dataset":
+        """Move the last ``size`` training datapoints into a validation split (for early stopping).
+
+        :raises DataError: if the dataset has a validation split already, or ``size`` is not
+            smaller than the training split.
+        """
+        if size == 0:
+            return self
+        if self.valid is not None:
+            raise DataError(f"dataset {self.name!r} has its own validation split; do not hold out another")
+        if not 0 < size < len(self.train):
+            raise DataError(f"validation size must be between 1 and {len(self.train) - 1}, got {size}")
+        labelled = self.train_labels is not None
+        self.train, self.valid = self.train[:-size], self.train[-size:]
+        if labelled:
+            self.train_labels, self.valid_labels = self.train_labels[:-size], self.train_labels[-size:]
+        return self
+
     def to(self, device: torch.device | str) -> "Dataset":
         """Move every tensor to ``device``."""
         for field in ("train", "test", "train_labels", "test_labels", "valid", "valid_labels"):
@@ -179,12 +197,15 @@ def load_binarized_mnist_static(data_dir: str | Path) -> dict[str, torch.Tensor]
     return splits
 
 
-def load_dataset(name: str, data_dir: str | Path = "data", device: torch.device | str = "cpu") -> Dataset:
+def load_dataset(name: str, data_dir: str | Path = "data", device: torch.device | str = "cpu",
+                 validation_size: int = 0) -> Dataset:
     """Load a dataset by name onto ``device``.
 
     :param name: one of :data:`DATASETS`.
     :param data_dir: where torchvision's folders (``MNIST/``, ``FashionMNIST/``,
         ``cifar-10-batches-py/``) and ``BinarizedMNIST/`` live.
+    :param validation_size: hold out the last this many training datapoints as the
+        validation split (see :meth:`Dataset.hold_out`); ``binarized-mnist-static`` has its own.
     :raises ValueError: for an unknown name; :class:`DataError` when files are missing.
     """
     if name not in DATASETS:
@@ -197,4 +218,5 @@ def load_dataset(name: str, data_dir: str | Path = "data", device: torch.device 
     else:
         splits = load_torchvision(name.removeprefix("binarized-"), data_dir)
     num_classes = 10 if "train_labels" in splits else 0
-    return Dataset(name=name, binarize=binarize, num_classes=num_classes, **splits).to(device)
+    data = Dataset(name=name, binarize=binarize, num_classes=num_classes, **splits)
+    return data.hold_out(validation_size).to(device)

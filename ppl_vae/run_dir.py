@@ -62,7 +62,8 @@ def load_run(run_dir: Path, device: torch.device, data_dir: str | None = None) -
     if not (Path(run_dir) / "checkpoint.pt").exists():
         raise RunDirError(f"{run_dir} is not a finished run: checkpoint.pt is missing")
     model, guide, model_config = load_pair(run_dir, device)
-    data = load_dataset(config["dataset"], data_dir or config.get("data_dir", "data"), device)
+    data = load_dataset(config["dataset"], data_dir or config.get("data_dir", "data"), device,
+                        config.get("validation_size", 0))
     if data.event_shape != tuple(model_config.event_shape):
         raise RunDirError(
             f"dataset {config['dataset']!r} has datapoints of shape {data.event_shape} "

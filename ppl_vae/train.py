@@ -153,6 +153,9 @@ class TrainConfig:
     :param beta: the KL weight of the beta-VAE (1 is the ELBO).
     :param warmup_epochs: epochs of linear KL warm-up from ~0 to ``beta`` (0: none).
     :param seed: seed of Pyro's, torch's and the shuffling RNGs.
+    :param patience: early stopping: stop when the validation ELBO has not improved for
+        this many epochs, and keep the weights of the best epoch (0: off; needs a
+        validation split).
     """
 
     epochs: int = 10
@@ -163,6 +166,7 @@ class TrainConfig:
     beta: float = 1.0
     warmup_epochs: float = 0.0
     seed: int = 0
+    patience: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)

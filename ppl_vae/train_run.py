@@ -109,10 +109,14 @@ def run_training(out: Path, model: nn.Module, guide: nn.Module, config: ModelCon
             print(f"ppl-vae train: {name}: {stop}; checkpoint written; resume with: ppl-vae train --resume {out}",
                   file=sys.stderr)
             return 128 + signals.received
-    plot_curves(metrics, out / "loss_curve.png")
+    final = trainer.restore_best() or trainer.rows[-1]  # early stopping keeps the best validation epoch
+    if trainer.config.patience:
+        print(f"kept epoch {final['epoch']} (best validation ELBO {final['valid_elbo']:.2f}; "
+              f"{'stopped early' if trainer.stopped_early else 'no early stop'})", file=sys.stderr)
+    plot_curves(metrics, out / "loss_curve.png", ("train_elbo", "valid_elbo", "test_elbo"))
     save_figures(model, guide, data, out)
-    save_checkpoint(out / "checkpoint.pt", model, guide, config, epoch=train_config.epochs,
-                    test_elbo=float(metrics["test_elbo"].iloc[-1]))
+    save_checkpoint(out / "checkpoint.pt", model, guide, config, epoch=int(final["epoch"]),
+                    test_elbo=float(final["test_elbo"]))
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -112,6 +112,9 @@ class Trainer:
             raise ValueError(f"batch size must be at least 1, got {config.batch_size}")
         if not config.beta > 0:
             raise ValueError(f"beta must be positive, got {config.beta}")
+        if config.patience and data.valid is None:
+            raise ValueError(f"early stopping needs a validation split; dataset {data.name!r} has none "
+                             "(hold one out with --validation-size)")
         if on_nan not in ON_NAN:
             raise ValueError(f"unknown NaN policy {on_nan!r}; choose from {', '.join(ON_NAN)}")
         self.model, self.guide, self.data, self.config = model, guide, data, config
@@ -127,6 +130,8 @@ class Trainer:
         # the loop's position and running sums: all of it goes into checkpoints
         self.epoch, self.step_in_epoch, self.global_step = 1, 0, 0
         self.total, self.seen, self.seconds, self.skipped, self.skipped_in_a_row = 0.0, 0, 0.0, 0, 0
+        self.best_valid, self.best_epoch = -math.inf, 0
+        self.best_weights: dict[str, dict] = {}
         self.rows: list[dict] = []
         self.epoch_shuffle_state = self.shuffle.get_state()
         self.last_checkpoint = time.monotonic()
@@ -136,14 +141,15 @@ class Trainer:
         if self.step.optimizer is None:
             raise RuntimeError("no optimizer yet: checkpoint after the first step")
         counters = {name: getattr(self, name) for name in (
-            "epoch", "step_in_epoch", "global_step", "total", "seen", "seconds", "skipped", "skipped_in_a_row")}
+            "epoch", "step_in_epoch", "global_step", "total", "seen", "seconds", "skipped", "skipped_in_a_row",
+            "best_valid", "best_epoch")}
         return {
             "format": TRAIN_FORMAT, "model": self.model.state_dict(),
             "guide": self.guide.state_dict() if isinstance(self.guide, nn.Module) else {},
             "optimizer": self.step.optimizer.state_dict(), "rng": rng_state(),
             "epoch_shuffle_state": self.epoch_shuffle_state, "counters": json.dumps(counters),
             "rows": json.dumps(self.rows), "train_config": json.dumps(self.config.to_dict()),
-            "extra": json.dumps(self.extra),
+            "extra": json.dumps(self.extra), "best_weights": self.best_weights,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -155,6 +161,7 @@ class Trainer:
         for name, value in json.loads(state["counters"]).items():
             setattr(self, name, value)
         self.rows = json.loads(state["rows"])
+        self.best_weights = state.get("best_weights", {})
         self.epoch_shuffle_state = state["epoch_shuffle_state"]
         set_rng_state(state["rng"])
 
@@ -170,6 +177,30 @@ class Trainer:
             old.unlink()
         self.last_checkpoint = time.monotonic()
         return path
+
+    # ----------------------------------------------------------------- early stopping
+    @property
+    def stopped_early(self) -> bool:
+        """Whether the validation ELBO has not improved for ``config.patience`` epochs."""
+        return bool(self.config.patience) and self.epoch - 1 - self.best_epoch >= self.config.patience
+
+    def _track_best(self, row: dict) -> None:
+        """Keep a copy of the weights of the epoch with the best validation ELBO."""
+        if "valid_elbo" not in row or not row["valid_elbo"] > self.best_valid:
+            return
+        self.best_valid, self.best_epoch = row["valid_elbo"], row["epoch"]
+        modules = {"model": self.model, "guide": self.guide}
+        self.best_weights = {name: {key: value.detach().clone() for key, value in module.state_dict().items()}
+                             for name, module in modules.items() if isinstance(module, nn.Module)}
+
+    def restore_best(self) -> dict | None:
+        """Load the best epoch's weights (early stopping). :returns: that epoch's metrics row."""
+        if not (self.config.patience and self.best_weights):
+            return None
+        self.model.load_state_dict(self.best_weights["model"])
+        if "guide" in self.best_weights:
+            self.guide.load_state_dict(self.best_weights["guide"])
+        return next(row for row in self.rows if row["epoch"] == self.best_epoch)
 
     # ----------------------------------------------------------------- the loop
     def _batches(self):
@@ -209,14 +240,18 @@ class Trainer:
             after_step: Callable[[int], None] | None = None) -> pd.DataFrame:
         """Train to ``config.epochs`` from wherever the trainer stands.
 
+        With ``config.patience`` set, training stops once the validation ELBO has not improved
+        for that many epochs; :meth:`restore_best` then loads the best epoch's weights.
+
         :param on_epoch: called with each epoch's metrics row (``epoch``, ``train_elbo``,
-            ``test_elbo``, ``beta``, ``skipped_steps``, ``seconds``).
+            ``valid_elbo`` when there is a validation split, ``test_elbo``, ``beta``,
+            ``skipped_steps``, ``seconds``).
         :param stop_requested: polled after each step; when true, a checkpoint is written
             and :class:`StopRequested` raised.
         :param after_step: called with the global step after each step (fault injection in tests).
         :returns: the metrics of all epochs so far.
         """
-        while self.epoch <= self.config.epochs:
+        while self.epoch <= self.config.epochs and not self.stopped_early:
             start = time.perf_counter()
             bar = tqdm(self._batches(), total=self.steps_per_epoch, initial=self.step_in_epoch,
                        desc=f"epoch {self.epoch}", disable=not progress, leave=False)
@@ -237,10 +272,13 @@ class Trainer:
                     start = time.perf_counter()
                     self.save()
             self.seconds += time.perf_counter() - start
-            row = {"epoch": self.epoch, "train_elbo": -self.total / max(self.seen, 1),
-                   "test_elbo": evaluate_elbo(self.model, self.guide, self.data, "test"),
-                   "beta": self.step.kl.scale, "skipped_steps": self.skipped, "seconds": self.seconds}
+            row = {"epoch": self.epoch, "train_elbo": -self.total / max(self.seen, 1)}
+            if self.data.valid is not None:
+                row["valid_elbo"] = evaluate_elbo(self.model, self.guide, self.data, "valid")
+            row |= {"test_elbo": evaluate_elbo(self.model, self.guide, self.data, "test"),
+                    "beta": self.step.kl.scale, "skipped_steps": self.skipped, "seconds": self.seconds}
             self.rows.append(row)
+            self._track_best(row)
             self.epoch, self.step_in_epoch, self.total, self.seen = self.epoch + 1, 0, 0.0, 0
             self.epoch_shuffle_state = self.shuffle.get_state()
             self.save()
