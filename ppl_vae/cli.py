@@ -33,6 +33,7 @@ from ppl_vae.cli_evaluate import add_check_parser, add_evaluate_parser
 from ppl_vae.cvae import VISIBLE_QUADRANTS
 from ppl_vae.data import DATASETS, DataError, load_dataset
 from ppl_vae.device import resolve_device
+from ppl_vae.distributed import DistributedError, init_distributed, on_main, shutdown
 from ppl_vae.guides import GUIDES
 from ppl_vae.guides.flow import PERMUTATIONS
 from ppl_vae.likelihoods import LIKELIHOODS
@@ -165,17 +166,48 @@ def model_config(args: argparse.Namespace, data) -> ModelConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.resume is not None:
-        return cmd_resume(args)
-    device = resolve_device(args.device)
+    distributed = init_distributed(resolve_device(args.device))
+    try:
+        if args.resume is not None:
+            return cmd_resume(args, distributed)
+        return cmd_train_new(args, distributed)
+    finally:
+        shutdown(distributed)
+
+
+def distributed_settings(distributed, train_config: TrainConfig) -> dict:
+    """The data-parallel settings recorded in the run's config (and printed by rank 0)."""
+    if distributed is None:
+        return {"world_size": 1}
+    settings = {"world_size": distributed.world_size, "backend": distributed.backend,
+                "global_batch_size": train_config.batch_size,
+                "per_rank_batch_size": -(-train_config.batch_size // distributed.world_size), "lr": train_config.lr}
+    if distributed.is_main:
+        print(f"distributed: {distributed.world_size} processes ({distributed.backend}), global batch "
+              f"{settings['global_batch_size']} ({settings['per_rank_batch_size']} per rank at most), "
+              f"lr {train_config.lr:g}", file=sys.stderr)
+    return settings
+
+
+def build_on_device(config: ModelConfig, seed: int, device, distributed):
+    """The model/guide pair, initialized from the seed (and identical on every rank)."""
+    pyro.set_rng_seed(seed)  # the initial weights too follow the seed
+    model, guide = build_pair(config)
+    model, guide = model.to(device), guide.to(device)
+    if distributed is not None:
+        distributed.broadcast_module_(model)
+        distributed.broadcast_module_(guide)
+    return model, guide
+
+
+def cmd_train_new(args: argparse.Namespace, distributed) -> int:
+    device = distributed.device if distributed is not None else resolve_device(args.device)
     data = load_dataset(args.dataset, args.data_dir, device, args.validation_size)
     if args.patience and data.valid is None:
         raise UsageError(f"--patience needs a validation split; {args.dataset!r} has none: pass --validation-size N "
                          "(e.g. 10000 for the MNIST family)")
     config = model_config(args, data)
-    pyro.set_rng_seed(args.seed)  # the initial weights too follow the seed
-    model, guide = build_pair(config)
-    model, guide = model.to(device), guide.to(device)
+    model, guide = build_on_device(config, args.seed, device, distributed)
     check_data(model.likelihood, data)
     train_config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, elbo=args.elbo,
@@ -184,32 +216,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     options = CheckpointOptions(args.checkpoint_every_steps, args.checkpoint_every_seconds, args.keep_checkpoints,
                                 args.on_nan, args.max_skipped)
-    out = new_run_dir(args.out, args.dataset, args.guide)
-    write_run_config(out, {"dataset": args.dataset, "data_dir": str(args.data_dir),
-                           "validation_size": args.validation_size, "device": str(device),
-                           "model": config.to_dict(), "train": train_config.to_dict(),
-                           "checkpoints": options.to_dict()})
-    return run_training(out, model, guide, config, data, train_config, options, not args.no_progress)
+    run_config = {"dataset": args.dataset, "data_dir": str(args.data_dir), "validation_size": args.validation_size,
+                  "device": str(device), "model": config.to_dict(), "train": train_config.to_dict(),
+                  "checkpoints": options.to_dict(), "distributed": distributed_settings(distributed, train_config)}
+
+    def create_run_dir() -> Path:
+        out = new_run_dir(args.out, args.dataset, args.guide)
+        write_run_config(out, run_config)
+        return out
+
+    out = on_main(distributed, create_run_dir)
+    return run_training(out, model, guide, config, data, train_config, options, not args.no_progress,
+                        distributed=distributed)
 
 
-def cmd_resume(args: argparse.Namespace) -> int:
+def cmd_resume(args: argparse.Namespace, distributed) -> int:
     """``ppl-vae train --resume RUN_DIR``: go on from the run's newest good checkpoint."""
     run_config = read_config(args.resume)
     config, train_config, options = resumable(run_config)
     if (args.resume / "checkpoint.pt").exists():
         print(f"{args.resume} is a finished run; nothing to resume", file=sys.stderr)
         return 0
-    device = resolve_device(args.device)
+    device = distributed.device if distributed is not None else resolve_device(args.device)
     data = load_dataset(run_config["dataset"], run_config.get("data_dir", "data"), device,
                         run_config.get("validation_size", 0))
-    pyro.set_rng_seed(train_config.seed)
-    model, guide = build_pair(config)
-    model, guide = model.to(device), guide.to(device)
+    distributed_settings(distributed, train_config)
+    model, guide = build_on_device(config, train_config.seed, device, distributed)
     started = any((args.resume / "checkpoints").glob("train-*.pt"))
-    if not started:  # stopped before its first checkpoint: nothing was saved, so start over
+    if not started and (distributed is None or distributed.is_main):  # nothing was saved: start over
         print(f"{args.resume} has no checkpoint yet; starting it over", file=sys.stderr)
     return run_training(args.resume, model, guide, config, data, train_config, options, not args.no_progress,
-                        resume=started)
+                        resume=started, distributed=distributed)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -225,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)
+    except DistributedError as error:  # another rank died or stalled: not a usage error
+        print(f"ppl-vae {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except (UsageError, DataError, CheckpointError, RunDirError, NonFiniteLossError, ValueError) as error:
         print(f"ppl-vae {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -22,60 +22,11 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
+from ppl_vae.noise import PerDatapointNoise
 from ppl_vae.registration import registration_skipped
-
-
-class PerDatapointNoise(Messenger):
-    """Draw each latent site's reparameterization noise from one generator per datapoint.
-
-    Sites whose distribution is (an expanded, ``Independent`` or transformed) ``Normal``
-    or ``MultivariateNormal`` are sampled as ``transform(loc + scale * eps)`` with ``eps``
-    from the datapoint's generator; other sites fall back to the distribution's own sampler.
-
-    :param generators: one CPU generator per datapoint; a site is handled when its batch
-        shape is ``(particles, len(generators), ...)``.
-    """
-
-    def __init__(self, generators: list[torch.Generator]) -> None:
-        super().__init__()
-        self.generators = generators
-
-    def _noise(self, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
-        # shape = (particles, batch, *rest): one stream per datapoint. Standard normals by
-        # inverse-CDF of float64 uniforms, because torch.rand's stream, unlike torch.randn's,
-        # does not depend on how it is split into calls: chunking leaves the draws unchanged.
-        per_datapoint = [torch.rand((shape[0],) + shape[2:], generator=g, dtype=torch.float64) for g in self.generators]
-        uniform = torch.stack(per_datapoint, dim=1).clamp_(min=2.0**-60)
-        return torch.special.ndtri(uniform).to(dtype=like.dtype, device=like.device)
-
-    def _reparameterized(self, fn: dist.Distribution) -> torch.Tensor | None:
-        if isinstance(fn, dist.Independent):
-            return self._reparameterized(fn.base_dist)
-        if isinstance(fn, dist.TransformedDistribution):
-            value = self._reparameterized(fn.base_dist)
-            if value is not None:
-                for transform in fn.transforms:
-                    value = transform(value)
-            return value
-        if isinstance(fn, dist.Normal):
-            return fn.loc + fn.scale * self._noise(fn.batch_shape, fn.loc)
-        if isinstance(fn, dist.MultivariateNormal):
-            eps = self._noise(fn.batch_shape + fn.event_shape, fn.loc)
-            return fn.loc + (fn.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
-        return None
-
-    def _pyro_sample(self, msg) -> None:
-        if msg["is_observed"] or site_is_subsample(msg) or msg["value"] is not None:
-            return
-        fn = msg["fn"]
-        if len(fn.batch_shape) >= 2 and fn.batch_shape[1] == len(self.generators):
-            value = self._reparameterized(fn)
-            if value is not None:
-                msg["value"] = value
 
 
 def log_importance_weights(

@@ -14,6 +14,7 @@ checked for NaN at every step.
 """
 
 import math
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -26,6 +27,7 @@ from torch import nn
 
 from ppl_vae.data import Dataset
 from ppl_vae.kl_scale import LatentScaleMessenger
+from ppl_vae.noise import ShardedNoise
 from ppl_vae.registration import registration_skipped
 
 ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO}
@@ -67,10 +69,13 @@ class SVIStep:
     :param elbo: a Pyro ELBO, e.g. ``Trace_ELBO()``.
     :param lr: Adam's learning rate.
     :param beta: the KL weight; :attr:`kl` holds it and may be changed between steps.
+    :param distributed: data-parallel training (:mod:`ppl_vae.distributed`): the gradients
+        and the loss are summed over ranks before the step, so every rank takes the step of
+        the global batch.
     """
 
-    def __init__(self, model, guide, elbo: ELBO, lr: float = 1e-3, beta: float = 1.0) -> None:
-        self.model, self.guide, self.elbo, self.lr = model, guide, elbo, lr
+    def __init__(self, model, guide, elbo: ELBO, lr: float = 1e-3, beta: float = 1.0, distributed=None) -> None:
+        self.model, self.guide, self.elbo, self.lr, self.distributed = model, guide, elbo, lr, distributed
         self.kl = LatentScaleMessenger(beta)
         self.optimizer: torch.optim.Optimizer | None = None
         self.validated = False
@@ -94,7 +99,8 @@ class SVIStep:
             return self.elbo.differentiable_loss(self.kl(self.model), self.kl(self.guide), *args)
 
     def __call__(self, *args) -> float:
-        """Take one step. :returns: the loss before the step (sum over the batch).
+        """Take one step. :returns: the loss before the step (sum over the batch; over the
+        global batch when distributed).
 
         :raises NonFiniteLossError: if the loss or a gradient is not finite; the parameters
             are then left as they were.
@@ -104,12 +110,27 @@ class SVIStep:
         self.validated = True
         if self.optimizer is None:
             self.optimizer = self._make_optimizer(*args)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise NonFiniteLossError(f"the loss is {value}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if self.distributed is None:
+            value = loss.item()
+            if not math.isfinite(value):
+                raise NonFiniteLossError(f"the loss is {value}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        else:  # every rank must reach the all-reduce, even with a non-finite loss
+            self.optimizer.zero_grad(set_to_none=False)
+            loss.backward()
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            grads = [p.grad for p in params]
+            total = loss.detach().reshape(1).to(grads[0].dtype)
+            self.distributed.all_reduce_sum_([*grads, total])
+            value = total.item()
+            if not math.isfinite(value):
+                self.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteLossError(f"the loss is {value}")
         if grads and not torch.isfinite(torch.stack(torch._foreach_norm(grads))).all():
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError("a gradient is not finite")
@@ -120,19 +141,30 @@ class SVIStep:
 @torch.no_grad()
 def evaluate_elbo(
     model: nn.Module, guide: nn.Module, data: Dataset, split: str = "test", batch_size: int = 1000,
-    elbo: ELBO | None = None,
+    elbo: ELBO | None = None, distributed=None,
 ) -> float:
     """The mean ELBO per datapoint on a split, in nats.
 
+    It draws from a fork of torch's RNG, so evaluating leaves the training stream as it was.
+
     :param elbo: the estimator (default ``Trace_ELBO()``, one particle).
+    :param distributed: shard every batch over the ranks (:mod:`ppl_vae.distributed`) and
+        sum the results; the value is the single-process one.
     """
     elbo = elbo or Trace_ELBO()
     arguments = model_arguments(model)
     total, count = 0.0, 0
-    with registration_skipped():
+    devices = [data.train.device] if data.train.device.type == "cuda" else []
+    with registration_skipped(), torch.random.fork_rng(devices=devices):
         for x, labels in data.batches(split, batch_size, labels=True):
-            total -= elbo.differentiable_loss(model, guide, *arguments(x, labels)).item()
-            count += len(x)
+            size = len(x)
+            if distributed is not None:
+                x, labels = distributed.shard(x, labels)
+            with ShardedNoise(size, *distributed.shard_bounds(size)) if distributed else nullcontext():
+                total -= elbo.differentiable_loss(model, guide, *arguments(x, labels)).item() if len(x) else 0.0
+            count += size
+    if distributed is not None:
+        total = distributed.sum_scalars(total)[0]
     return total / count
 
 

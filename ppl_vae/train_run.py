@@ -82,34 +82,44 @@ def epoch_logger(out: Path, name: str, label: str, rows: list):
 
 def run_training(out: Path, model: nn.Module, guide: nn.Module, config: ModelConfig, data: Dataset,
                  train_config: TrainConfig, options: CheckpointOptions, progress: bool = True,
-                 resume: bool = False) -> int:
-    """Train (or resume) into ``out``; returns the exit code (0, or 128 + signal when stopped)."""
+                 resume: bool = False, distributed=None) -> int:
+    """Train (or resume) into ``out``; returns the exit code (0, or 128 + signal when stopped).
+
+    With ``distributed``, every rank trains and rank 0 alone writes files and prints.
+    """
+    main = distributed is None or distributed.is_main
     trainer = Trainer(model, guide, data, train_config, out / "checkpoints", options.every_steps,
-                      options.every_seconds, options.keep, options.on_nan, options.max_skipped)
+                      options.every_seconds, options.keep, options.on_nan, options.max_skipped,
+                      distributed=distributed)
     if resume:
         state, path, problems = latest_checkpoint(out / "checkpoints", map_location=next(model.parameters()).device)
         for problem in problems:
             print(f"ppl-vae train: passed over broken checkpoint {problem}", file=sys.stderr)
         trainer.load_state_dict(state)
-        print(f"resuming from {path} (epoch {trainer.epoch}, step {trainer.global_step})", file=sys.stderr)
+        if main:
+            print(f"resuming from {path} (epoch {trainer.epoch}, step {trainer.global_step})", file=sys.stderr)
     elif config.conditional == "quadrants":  # the baseline first: the CVAE's prior network uses it
         from ppl_vae.cvae import empty_guide
 
+        # every rank trains the same baseline from the same draws (it is small)
         baseline = model.baseline.requires_grad_(True)
-        fit(baseline, empty_guide, data, train_config, progress=progress,
-            on_epoch=epoch_logger(out, "baseline_metrics.csv", "baseline ", []))
+        fit(baseline, empty_guide, data, train_config, progress=progress and main,
+            on_epoch=epoch_logger(out, "baseline_metrics.csv", "baseline ", []) if main else None)
         baseline.requires_grad_(False).eval()
-    on_epoch = epoch_logger(out, "metrics.csv", "", list(trainer.rows))
+    on_epoch = epoch_logger(out, "metrics.csv", "", list(trainer.rows)) if main else None
     with StopSignals() as signals:
         try:
             metrics = trainer.run(on_epoch, progress, stop_requested=lambda: signals.received is not None,
                                   after_step=fault_hook())
         except StopRequested as stop:
-            name = signal.Signals(signals.received).name
-            print(f"ppl-vae train: {name}: {stop}; checkpoint written; resume with: ppl-vae train --resume {out}",
-                  file=sys.stderr)
-            return 128 + signals.received
+            signum = signals.received or signal.SIGTERM  # (another rank was asked to stop)
+            if main:
+                print(f"ppl-vae train: {signal.Signals(signum).name}: {stop}; checkpoint written; "
+                      f"resume with: ppl-vae train --resume {out}", file=sys.stderr)
+            return 128 + signum
     final = trainer.restore_best() or trainer.rows[-1]  # early stopping keeps the best validation epoch
+    if not main:
+        return 0
     if trainer.config.patience:
         print(f"kept epoch {final['epoch']} (best validation ELBO {final['valid_elbo']:.2f}; "
               f"{'stopped early' if trainer.stopped_early else 'no early stop'})", file=sys.stderr)

@@ -13,6 +13,7 @@ import json
 import math
 import random
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 from ppl_vae.checkpoint import CheckpointError, atomic_write
 from ppl_vae.data import Dataset
 from ppl_vae.kl_scale import warmup_scale
+from ppl_vae.noise import ShardedNoise
 from ppl_vae.registration import registration_skipped
 from ppl_vae.train import (
     NonFiniteLossError,
@@ -103,11 +105,14 @@ class Trainer:
     :param on_nan: ``"stop"`` (raise at the first non-finite loss or gradient, naming the
         site) or ``"skip"`` (skip the step; give up after ``max_skipped`` in a row).
     :param extra: JSON-able data stored in every checkpoint (e.g. the run's config).
+    :param distributed: data-parallel training (:mod:`ppl_vae.distributed`): ``batch_size``
+        is the global batch, each rank steps on its shard, and only rank 0 writes checkpoints.
     """
 
     def __init__(self, model: nn.Module, guide, data: Dataset, config: TrainConfig,
                  checkpoint_dir: Path | None = None, every_steps: int = 0, every_seconds: float = 0.0,
-                 keep: int = 2, on_nan: str = "stop", max_skipped: int = 100, extra: dict | None = None) -> None:
+                 keep: int = 2, on_nan: str = "stop", max_skipped: int = 100, extra: dict | None = None,
+                 distributed=None) -> None:
         if config.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {config.batch_size}")
         if not config.beta > 0:
@@ -115,15 +120,21 @@ class Trainer:
         if config.patience and data.valid is None:
             raise ValueError(f"early stopping needs a validation split; dataset {data.name!r} has none "
                              "(hold one out with --validation-size)")
+        if distributed is not None and 0 < min(len(data.train) % config.batch_size or config.batch_size,
+                                              config.batch_size) < distributed.world_size:
+            raise ValueError(f"a batch of {len(data.train) % config.batch_size or config.batch_size} datapoints "
+                             f"cannot be shared by {distributed.world_size} processes; choose another batch size")
         if on_nan not in ON_NAN:
             raise ValueError(f"unknown NaN policy {on_nan!r}; choose from {', '.join(ON_NAN)}")
         self.model, self.guide, self.data, self.config = model, guide, data, config
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.every_steps, self.every_seconds, self.keep = every_steps, every_seconds, keep
         self.on_nan, self.max_skipped, self.extra = on_nan, max_skipped, extra or {}
+        self.distributed = distributed
         pyro.set_rng_seed(config.seed)
         self.shuffle = torch.Generator().manual_seed(config.seed)
-        self.step = SVIStep(model, guide, make_elbo(config.elbo, config.num_particles), config.lr, config.beta)
+        self.step = SVIStep(model, guide, make_elbo(config.elbo, config.num_particles), config.lr, config.beta,
+                            distributed)
         self.arguments = model_arguments(model)
         self.steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
         self.warmup_steps = round(config.warmup_epochs * self.steps_per_epoch)
@@ -167,7 +178,7 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Write a checkpoint atomically and drop all but the newest ``keep``."""
-        if self.checkpoint_dir is None:
+        if self.checkpoint_dir is None or (self.distributed is not None and not self.distributed.is_main):
             return None
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = self.checkpoint_dir / f"train-{self.global_step:09d}.pt"
@@ -209,11 +220,16 @@ class Trainer:
                                  labels=True, start=self.step_in_epoch)
 
     def _take_step(self, x: torch.Tensor, labels) -> None:
+        size, noise = len(x), nullcontext()
+        if self.distributed is not None:  # this rank's rows of the global batch and of its noise
+            x, labels = self.distributed.shard(x, labels)
+            noise = ShardedNoise(size, *self.distributed.shard_bounds(size))
         args = self.arguments(x, labels)
         self.step.kl.scale = warmup_scale(self.config.beta, self.global_step, self.warmup_steps)
         try:
-            self.total += self.step(*args)
-            self.seen += len(x)
+            with noise:
+                self.total += self.step(*args)
+            self.seen += size
             self.skipped_in_a_row = 0
         except (NonFiniteLossError, ValueError) as error:
             if isinstance(error, ValueError):  # argument validation (the first step) met a non-finite value?
@@ -251,10 +267,14 @@ class Trainer:
         :param after_step: called with the global step after each step (fault injection in tests).
         :returns: the metrics of all epochs so far.
         """
+        main = self.distributed is None or self.distributed.is_main
+        if self.distributed is not None:  # every rank stops at the same step
+            local_stop_requested = stop_requested
+            stop_requested = lambda: self.distributed.any(local_stop_requested())  # noqa: E731
         while self.epoch <= self.config.epochs and not self.stopped_early:
             start = time.perf_counter()
             bar = tqdm(self._batches(), total=self.steps_per_epoch, initial=self.step_in_epoch,
-                       desc=f"epoch {self.epoch}", disable=not progress, leave=False)
+                       desc=f"epoch {self.epoch}", disable=not (progress and main), leave=False)
             for x, labels in bar:
                 self._take_step(x, labels)
                 if self.global_step % 20 == 0 and self.seen:
@@ -274,8 +294,9 @@ class Trainer:
             self.seconds += time.perf_counter() - start
             row = {"epoch": self.epoch, "train_elbo": -self.total / max(self.seen, 1)}
             if self.data.valid is not None:
-                row["valid_elbo"] = evaluate_elbo(self.model, self.guide, self.data, "valid")
-            row |= {"test_elbo": evaluate_elbo(self.model, self.guide, self.data, "test"),
+                row["valid_elbo"] = evaluate_elbo(self.model, self.guide, self.data, "valid",
+                                                  distributed=self.distributed)
+            row |= {"test_elbo": evaluate_elbo(self.model, self.guide, self.data, "test", distributed=self.distributed),
                     "beta": self.step.kl.scale, "skipped_steps": self.skipped, "seconds": self.seconds}
             self.rows.append(row)
             self._track_best(row)
@@ -308,7 +329,7 @@ def latest_checkpoint(checkpoint_dir: Path, map_location="cpu") -> tuple[dict, P
 
 
 def fit(model: nn.Module, guide, data: Dataset, config: TrainConfig,
-        on_epoch: Callable[[dict], None] | None = None, progress: bool = True) -> pd.DataFrame:
+        on_epoch: Callable[[dict], None] | None = None, progress: bool = True, distributed=None) -> pd.DataFrame:
     """Train a model/guide pair with SVI and Trace_ELBO (no checkpoints; see :class:`Trainer`).
 
     :param model: the Pyro model, on the data's device. If it has ``arguments(images, labels)``
@@ -322,5 +343,7 @@ def fit(model: nn.Module, guide, data: Dataset, config: TrainConfig,
         datapoint, averaged over the epoch's steps), ``test_elbo`` (the ELBO per datapoint
         on the test split after the epoch), ``beta``, ``skipped_steps`` and ``seconds``
         (cumulative training time).
+    :param distributed: data-parallel training over a process group (see
+        :func:`ppl_vae.distributed.init_distributed`); ``config.batch_size`` is the global batch.
     """
-    return Trainer(model, guide, data, config).run(on_epoch, progress)
+    return Trainer(model, guide, data, config, distributed=distributed).run(on_epoch, progress)

@@ -57,7 +57,7 @@ class FlowGuide(DiagonalNormalGuide):
                 continue
             self.register_buffer(f"permutation_{i}", order)
             composed = composed[order]
-        if not torch.equal(composed, torch.arange(self.z_dim)):
+        if self.permutation != "none" and len(flows) > 1:  # always, so the buffers do not depend on the draw
             self.register_buffer(f"permutation_{len(flows) - 1}", torch.argsort(composed))
 
     def transforms(self, context: torch.Tensor) -> list:

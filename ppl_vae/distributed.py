@@ -1,0 +1,160 @@
+"""Data-parallel training on torch.distributed, as launched by ``torchrun``.
+
+Each rank holds the whole model/guide pair and takes a disjoint, contiguous shard of every
+global batch. The objective stays Pyro's: each rank computes Trace_ELBO's differentiable
+loss on its shard, and the gradients (with the loss and a stop flag) are summed across
+ranks with one ``all_reduce`` per step. Trace_ELBO sums over the ``"data"`` plate, so the
+summed gradient is exactly the gradient of the global batch's loss: the step a single
+process takes on the global batch. (DistributedDataParallel would need the networks to be
+called through its wrapper inside the Pyro program; an all-reduce of the gradients leaves
+the program untouched.)
+
+Ranks start with the same seed, so they draw the same random numbers: each rank binarizes
+and draws the reparameterization noise of the *whole* global batch and keeps its own rows
+(:class:`ppl_vae.noise.ShardedNoise`). Together the ranks therefore use exactly the draws
+of a single-process run, their RNG states stay identical, and rank 0's checkpoint resumes
+every rank. Evaluation is sharded the same way and its sums reduced.
+
+The backend is NCCL when training on CUDA (each rank on ``cuda:LOCAL_RANK``) and Gloo on
+the CPU. Collectives time out (``PPL_VAE_DIST_TIMEOUT`` seconds, default 300): a rank that
+dies makes the others fail with :class:`DistributedError` instead of hanging.
+"""
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+DEFAULT_TIMEOUT_S = 300.0
+
+
+class DistributedError(RuntimeError):
+    """Another rank died, stalled or disagreed; this rank cannot go on."""
+
+
+@dataclass
+class Distributed:
+    """This process's place in a data-parallel group.
+
+    :param rank: the global rank.
+    :param world_size: the number of processes.
+    :param device: this rank's device.
+    :param backend: ``"gloo"`` or ``"nccl"``.
+    """
+
+    rank: int
+    world_size: int
+    device: torch.device
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard_bounds(self, size: int) -> tuple[int, int]:
+        """``(start, length)`` of this rank's contiguous share of ``size`` items (sizes differ by at most one)."""
+        base, extra = divmod(size, self.world_size)
+        start = self.rank * base + min(self.rank, extra)
+        return start, base + (self.rank < extra)
+
+    def shard(self, *tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
+        """This rank's rows of each tensor (None stays None)."""
+        start, length = self.shard_bounds(len(next(t for t in tensors if t is not None)))
+        return [None if t is None else t[start:start + length] for t in tensors]
+
+    def _collective(self, fn, *args):
+        try:
+            return fn(*args)
+        except (RuntimeError, dist.DistBackendError) as error:
+            first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+            raise DistributedError(f"rank {self.rank}: lost contact with another rank, which died or stalled "
+                                   f"({first})") from None
+
+    def all_reduce_sum_(self, tensors: list[torch.Tensor]) -> None:
+        """Sum ``tensors`` over all ranks, in place, with one collective."""
+        if not tensors:
+            return
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        self._collective(dist.all_reduce, flat)
+        offset = 0
+        for t in tensors:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+    def sum_scalars(self, *values: float) -> list[float]:
+        """Sum a few numbers over all ranks."""
+        buffer = torch.tensor(values, dtype=torch.float64, device=self.device)
+        self._collective(dist.all_reduce, buffer)
+        return buffer.tolist()
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any rank."""
+        return self.sum_scalars(float(flag))[0] > 0
+
+    def broadcast_object(self, value):
+        """Rank 0's ``value`` on every rank."""
+        box = [value]
+        self._collective(dist.broadcast_object_list, box, 0)
+        return box[0]
+
+    def broadcast_module_(self, module: nn.Module) -> None:
+        """Make every rank's parameters and buffers rank 0's."""
+        for tensor in [*module.parameters(), *module.buffers()]:
+            self._collective(dist.broadcast, tensor.data, 0)
+
+    def barrier(self) -> None:
+        self._collective(dist.barrier)
+
+
+def launched_by_torchrun() -> bool:
+    """Whether the environment describes a process group of more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_distributed(device: torch.device, timeout_s: float | None = None) -> Distributed | None:
+    """Join the process group that ``torchrun`` (or a launcher setting ``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) describes; None for a single process.
+
+    :param device: the device asked for; on CUDA each rank takes ``cuda:LOCAL_RANK`` and NCCL,
+        on the CPU Gloo.
+    :param timeout_s: collective timeout (default ``PPL_VAE_DIST_TIMEOUT`` or 300 s).
+    """
+    if not launched_by_torchrun():
+        return None
+    timeout_s = timeout_s or float(os.environ.get("PPL_VAE_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    return Distributed(dist.get_rank(), dist.get_world_size(), device, backend)
+
+
+def shutdown(distributed: Distributed | None) -> None:
+    """Leave the process group (after success or failure)."""
+    if distributed is not None and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def on_main(distributed: Distributed | None, fn):
+    """Call ``fn`` on rank 0 only (e.g. to create the run directory) and give every rank its
+    result; an error it raises is raised on every rank."""
+    if distributed is None:
+        return fn()
+    result, error = None, None
+    if distributed.is_main:
+        try:
+            result = fn()
+        except Exception as raised:  # noqa: BLE001 - re-raised on every rank below
+            error = raised
+    result, error = distributed.broadcast_object((result, error))
+    if error is not None:
+        raise error
+    return result
