@@ -21,6 +21,7 @@ dies makes the others fail with :class:`DistributedError` instead of hanging.
 """
 
 import os
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -49,6 +50,7 @@ class Distributed:
     world_size: int
     device: torch.device
     backend: str
+    seconds_in_collectives: float = 0.0  # wall time spent waiting in collectives (for benchmarks)
 
     @property
     def is_main(self) -> bool:
@@ -66,12 +68,15 @@ class Distributed:
         return [None if t is None else t[start:start + length] for t in tensors]
 
     def _collective(self, fn, *args):
+        start = time.perf_counter()
         try:
             return fn(*args)
         except (RuntimeError, dist.DistBackendError) as error:
             first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
             raise DistributedError(f"rank {self.rank}: lost contact with another rank, which died or stalled "
                                    f"({first})") from None
+        finally:
+            self.seconds_in_collectives += time.perf_counter() - start
 
     def all_reduce_sum_(self, tensors: list[torch.Tensor]) -> None:
         """Sum ``tensors`` over all ranks, in place, with one collective."""

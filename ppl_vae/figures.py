@@ -77,3 +77,60 @@ def save_figures(model: nn.Module, guide: nn.Module, data, out: Path) -> None:
         return
     save_samples(model, x, out / "samples.png")
     save_reconstructions(model, guide, x, out / "reconstructions.png")
+
+
+@torch.no_grad()
+def save_interpolations(model: nn.Module, guide: nn.Module, x: torch.Tensor, path: str | Path,
+                        num_steps: int = 10) -> None:
+    """Save latent interpolations: row i decodes ``E[x|z]`` along the straight line from the
+    guide's mean of ``x[2i]`` to that of ``x[2i+1]`` (``num_steps`` points, ends included).
+
+    :param x: ``(2 * rows, *event_shape)`` images, taken in pairs.
+    """
+    from ppl_vae.elbo import guide_gaussian
+
+    with registration_skipped():
+        loc, _ = guide_gaussian(guide, x)
+    start, end = loc[0::2], loc[1::2]
+    weights = torch.linspace(0, 1, num_steps, device=x.device, dtype=x.dtype)
+    z = start[:, None] + weights[None, :, None] * (end - start)[:, None]  # (rows, steps, z_dim)
+    images = model.observation(z.reshape(-1, z.shape[-1])).mean
+    save_image(images.clamp(0, 1), path, nrow=num_steps, padding=2, pad_value=1.0)
+
+
+@torch.no_grad()
+def plot_latent_scatter(guide: nn.Module, x: torch.Tensor, labels: torch.Tensor, path: str | Path,
+                        batch_size: int = 1000) -> None:
+    """Scatter the guide's means E_q[z|x] of a 2-D latent space, coloured by class."""
+    from ppl_vae.elbo import guide_gaussian
+
+    with registration_skipped():
+        loc = torch.cat([guide_gaussian(guide, x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)])
+    if loc.shape[-1] != 2:
+        raise ValueError(f"a latent scatter needs z_dim = 2, got {loc.shape[-1]}")
+    loc, labels = loc.cpu(), labels.cpu()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    points = ax.scatter(loc[:, 0], loc[:, 1], c=labels, cmap="tab10", s=2, alpha=0.6, rasterized=True)
+    ax.legend(*points.legend_elements(), title="digit", loc="upper right", fontsize=7, markerscale=0.8)
+    ax.set_xlabel("E[z_1 | x]")
+    ax.set_ylabel("E[z_2 | x]")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def plot_runs(curves: dict[str, pd.DataFrame], path: str | Path, column: str = "test_elbo",
+              title: str = "") -> None:
+    """Plot one metrics column (per epoch) of several runs on one figure, one line per run."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, metrics in curves.items():
+        if column in metrics:
+            ax.plot(metrics["epoch"], metrics[column], label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{column.replace('_', ' ')} (nats per image)")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

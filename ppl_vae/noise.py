@@ -11,7 +11,9 @@ only in where ``eps`` comes from:
   global batch from the same RNG stream and keeps its own rows, so that together the
   ranks use exactly the draws of a single process on the global batch.
 
-Other sites fall back to the distribution's own sampler.
+Other sites fall back to the distribution's own sampler. Enter the messenger *outside*
+every plate (around the model/guide or the ELBO call), so that it sees each site's
+distribution already broadcast to its plates.
 """
 
 import pyro.distributions as dist

@@ -97,6 +97,30 @@ def train_and_evaluate(name: str, out: Path, data_dir: str, epochs_scale: float,
     return row
 
 
+def figures(out: Path, data_dir: str) -> None:
+    """The latent scatter (z_dim = 2), interpolations, and the curves of all guides per setting."""
+    import torch
+
+    from ppl_vae.figures import plot_latent_scatter, plot_runs, save_interpolations
+    from ppl_vae.run_dir import load_run
+
+    done = lambda name: (out / name / "checkpoint.pt").exists()  # noqa: E731
+    if done("latent-2d"):
+        _, guide, data = load_run(out / "latent-2d", torch.device("cpu"), data_dir)
+        x = torch.bernoulli(data.test, generator=torch.Generator().manual_seed(0))
+        plot_latent_scatter(guide, x, data.test_labels, out / "latent_scatter.png")
+    if done("dynamic-diag"):
+        model, guide, data = load_run(out / "dynamic-diag", torch.device("cpu"), data_dir)
+        x = torch.bernoulli(data.test[:16], generator=torch.Generator().manual_seed(0))
+        save_interpolations(model, guide, x, out / "interpolations.png")
+    for setting in ("dynamic", "static"):
+        runs = {name.removeprefix(f"{setting}-"): pd.read_csv(out / name / "metrics.csv")
+                for name in ROWS if name.startswith(setting) and (out / name / "metrics.csv").exists()}
+        if runs:
+            plot_runs(runs, out / f"curves_{setting}.png", "valid_elbo",
+                      f"{setting} binarized MNIST: validation ELBO of each guide")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="../shared/data")
@@ -117,6 +141,7 @@ def main() -> None:
         (args.out / "headline.md").write_text(table.drop(columns=["train_command", "evaluate_command"])
                                               .to_markdown(index=False, floatfmt=".2f") + "\n")
         print(f"{name}: done", flush=True)
+    figures(args.out, args.data_dir)
 
 
 if __name__ == "__main__":
