@@ -7,6 +7,7 @@ import torch
 
 from ppl_vae.cli_args import positive_int
 from ppl_vae.device import resolve_device
+from ppl_vae.distributed import init_distributed, shutdown
 from ppl_vae.run_dir import append_table, load_run
 
 
@@ -62,10 +63,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from ppl_vae.evaluate import evaluation_table
 
-    model, guide, data, (x, *condition) = evaluation_data(args)
-    with tqdm(total=len(x), desc="evaluate", unit="image", disable=args.no_progress) as bar:
-        row = evaluation_table(model, guide, x, *condition, num_samples=args.num_samples, batch_size=args.batch_size,
-                               chunk_size=args.chunk_size, seed=args.seed, progress=bar)
+    distributed = init_distributed(resolve_device(args.device))  # under torchrun: datapoints sharded over ranks
+    try:
+        if distributed is not None:
+            args.device = str(distributed.device)
+        model, guide, data, (x, *condition) = evaluation_data(args)
+        main = distributed is None or distributed.is_main
+        size = distributed.shard_bounds(len(x))[1] if distributed is not None else len(x)
+        with tqdm(total=size, desc="evaluate", unit="image", disable=args.no_progress or not main) as bar:
+            row = evaluation_table(model, guide, x, *condition, num_samples=args.num_samples,
+                                   batch_size=args.batch_size, chunk_size=args.chunk_size, seed=args.seed,
+                                   progress=bar, distributed=distributed)
+    finally:
+        shutdown(distributed)
+    if not main:
+        return 0
+    if distributed is not None:
+        row["processes"] = distributed.world_size
     if hasattr(model, "baseline"):  # quadrant completion: the baseline's exact -log p(y | x_visible)
         from ppl_vae.cvae import baseline_nll
 

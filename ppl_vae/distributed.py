@@ -99,6 +99,12 @@ class Distributed:
         """Whether ``flag`` is true on any rank."""
         return self.sum_scalars(float(flag))[0] > 0
 
+    def gather_rows(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Concatenate every rank's ``tensors`` along the first dimension, in rank order (on every rank)."""
+        gathered = [None] * self.world_size
+        self._collective(dist.all_gather_object, gathered, [t.cpu() for t in tensors])
+        return [torch.cat([part[i] for part in gathered]).to(tensors[i].device) for i in range(len(tensors))]
+
     def broadcast_object(self, value):
         """Rank 0's ``value`` on every rank."""
         box = [value]

@@ -60,7 +60,7 @@ class PerDatapoint(NamedTuple):
 @torch.no_grad()
 def estimate_log_likelihood(
     model: nn.Module, guide: nn.Module, x: torch.Tensor, *args, num_samples: int = 5000,
-    batch_size: int = 2, chunk_size: int = 2000, seed: int = 0, progress=None,
+    batch_size: int = 2, chunk_size: int = 2000, seed: int = 0, progress=None, first_index: int = 0,
 ) -> tuple[PerDatapoint, torch.Tensor]:
     """The importance-sampled log p(x) per datapoint, and the guide's mean E_q[z|x].
 
@@ -69,6 +69,8 @@ def estimate_log_likelihood(
     :param batch_size: datapoints per pass.
     :param chunk_size: particles per pass (memory grows with ``batch_size * chunk_size``).
     :param seed: seed of the per-datapoint noise generators.
+    :param first_index: the index of ``x[0]`` in the whole set (its generator's seed), so that
+        a shard of a set gets the same noise as the whole set.
     :returns: :class:`PerDatapoint` and ``E_q[z|x]`` ``(N, z_dim)`` (the latent site ``"z"``),
         estimated from the same K draws.
     """
@@ -79,7 +81,7 @@ def estimate_log_likelihood(
     with registration_skipped(), pyro.validation_enabled(False):
         for start in range(0, len(x), batch_size):
             stop = min(start + batch_size, len(x))
-            generators = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in range(start, stop)]
+            generators = [torch.Generator().manual_seed(seed * 1_000_003 + first_index + i) for i in range(start, stop)]
             batch_args = [a[start:stop] for a in args]
             log_sum = torch.full((stop - start,), -math.inf, dtype=x.dtype, device=x.device)
             weight_sum, z_sum = 0.0, 0.0
@@ -123,20 +125,28 @@ class Summary(NamedTuple):
 
 def evaluation_table(
     model: nn.Module, guide: nn.Module, x: torch.Tensor, *args, num_samples: int = 5000,
-    batch_size: int = 2, chunk_size: int = 2000, seed: int = 0, progress=None,
+    batch_size: int = 2, chunk_size: int = 2000, seed: int = 0, progress=None, distributed=None,
 ) -> dict[str, float]:
     """Everything ``ppl-vae evaluate`` reports, as one flat row.
 
     ``nll`` and ``bits_per_dim`` (the IWAE bound with K samples), ``elbo`` (K-sample
     estimate), their standard errors over datapoints, the number of active units and,
     for Gaussian guides, the mean closed-form KL and the KL per latent dimension.
+
+    :param distributed: shard the datapoints over the ranks of a process group
+        (:mod:`ppl_vae.distributed`) and gather the per-datapoint results; each datapoint
+        keeps its own noise generator, so the row equals the single-process one.
     """
 
     start = time.perf_counter()
+    first, size = distributed.shard_bounds(len(x)) if distributed is not None else (0, len(x))
     per_datapoint, z_mean = estimate_log_likelihood(
-        model, guide, x, *args, num_samples=num_samples, batch_size=batch_size, chunk_size=chunk_size,
-        seed=seed, progress=progress,
+        model, guide, x[first:first + size], *[a[first:first + size] for a in args], num_samples=num_samples,
+        batch_size=batch_size, chunk_size=chunk_size, seed=seed, progress=progress, first_index=first,
     )
+    if distributed is not None:  # every rank's rows, in order
+        log_likelihood, elbo, z_mean = distributed.gather_rows([*per_datapoint, z_mean])
+        per_datapoint = PerDatapoint(log_likelihood, elbo)
     seconds = time.perf_counter() - start
     nll, elbo = Summary.of(-per_datapoint.log_likelihood), Summary.of(per_datapoint.elbo)
     task = getattr(model, "task", None)  # quadrant completion observes the hidden pixels only

@@ -116,3 +116,22 @@ def test_torchrun_trains_stops_and_resumes_like_one_process(tmp_path):
     weights = [torch.load(run / "checkpoint.pt", weights_only=True)["model"] for run in (single, group)]
     for name, value in weights[0].items():
         torch.testing.assert_close(weights[1][name], value, rtol=0, atol=1e-5)
+
+
+def test_evaluate_sharded_over_two_processes_equals_one_process(tmp_path):
+    """Each datapoint has its own noise generator (seeded by its index in the whole set), so
+    sharding the datapoints over ranks leaves every per-datapoint estimate unchanged."""
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-m", "ppl_vae", "train", *SMALL_RUN, "--epochs", "1", "--out", str(run)],
+                   check=True, timeout=240, env=env, capture_output=True)
+    evaluate = [sys.executable, "-m", "ppl_vae", "evaluate", str(run), "--num-samples", "50", "--num-datapoints", "31",
+                "--no-progress"]
+    subprocess.run(evaluate, check=True, timeout=240, env=env, capture_output=True)
+    results = spawn(evaluate, 2)
+    assert all(code == 0 for code, _, _ in results), [err[-2000:] for _, _, err in results]
+    one, two = pd.read_csv(run / "evaluation.csv").to_dict("records")
+    assert two["processes"] == 2 and two["num_datapoints"] == one["num_datapoints"] == 31
+    for column in ("nll", "nll_std_error", "elbo", "kl"):
+        assert abs(two[column] - one[column]) <= 1e-5 * abs(one[column]), column
+    assert two["active_units"] == one["active_units"]
