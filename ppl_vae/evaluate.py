@@ -19,7 +19,6 @@ import time
 from typing import NamedTuple
 
 import pyro
-import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample

@@ -11,26 +11,23 @@ written atomically; the newest ``keep`` are kept.
 
 import json
 import math
-import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 import pyro
-import pyro.poutine as poutine
 import torch
-from pyro.poutine.util import site_is_subsample
 from torch import nn
 from tqdm.auto import tqdm
 
 from ppl_vae.checkpoint import CheckpointError, atomic_write
 from ppl_vae.data import Dataset
+from ppl_vae.diagnose import nonfinite_site
 from ppl_vae.kl_scale import warmup_scale
 from ppl_vae.noise import ShardedNoise
-from ppl_vae.registration import registration_skipped
+from ppl_vae.rng import rng_state, set_rng_state
 from ppl_vae.train import (
     NonFiniteLossError,
     SVIStep,
@@ -46,48 +43,6 @@ ON_NAN = ("stop", "skip")
 
 class StopRequested(Exception):
     """Training stopped at a stop request (SIGTERM, Ctrl-C) after writing a checkpoint."""
-
-
-def rng_state() -> dict:
-    """Python's, NumPy's and torch's (CPU and CUDA) RNG states, as data."""
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": json.dumps([version, list(internal), gauss]),
-        "numpy": json.dumps([name, keys.tolist(), pos, has_gauss, cached]),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    version, internal, gauss = json.loads(state["python"])
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = json.loads(state["numpy"])
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def nonfinite_site(model, guide, *args) -> str:
-    """Name where a non-finite value first appears: the batch, a parameter, or the first
-    sample site whose log-probability is not finite (from Pyro traces of guide and model)."""
-    for i, arg in enumerate(args):
-        if torch.is_tensor(arg) and not torch.isfinite(arg).all():
-            return f"the batch (argument {i} of model and guide)"
-    with torch.no_grad(), registration_skipped(), pyro.validation_enabled(False):
-        for name, param in [*model.named_parameters(), *getattr(guide, "named_parameters", lambda: [])()]:
-            if not torch.isfinite(param).all():
-                return f"parameter {name!r}"
-        guide_trace = poutine.trace(guide).get_trace(*args)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
-        for where, trace in (("guide", guide_trace), ("model", model_trace)):
-            for name, site in trace.nodes.items():
-                if site["type"] == "sample" and not site_is_subsample(site):
-                    if not torch.isfinite(site["fn"].log_prob(site["value"])).all():
-                        return f"{where} site {name!r}"
-    return "no site (the non-finite value arose in the gradients)"
 
 
 class Trainer:

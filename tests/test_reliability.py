@@ -140,7 +140,7 @@ def test_nan_in_a_batch_stops_naming_step_and_site(small_data):
 
 def test_a_site_that_goes_non_finite_is_named(small_data):
     """A finite batch and finite parameters, but a likelihood scale that overflows to inf."""
-    from ppl_vae.trainer import nonfinite_site
+    from ppl_vae.diagnose import nonfinite_site
 
     model, guide = build_pair(ModelConfig(z_dim=3, hidden_dims=(32,), likelihood="gaussian"))
     with torch.no_grad():
