@@ -120,12 +120,17 @@ def plot_latent_scatter(guide: nn.Module, x: torch.Tensor, labels: torch.Tensor,
 
 
 def plot_runs(curves: dict[str, pd.DataFrame], path: str | Path, column: str = "test_elbo",
-              title: str = "") -> None:
-    """Plot one metrics column (per epoch) of several runs on one figure, one line per run."""
+              title: str = "", span: float = 15.0) -> None:
+    """Plot one metrics column (per epoch) of several runs on one figure, one line per run;
+    the y axis shows the ``span`` nats below the best value (the first epochs fall off)."""
     fig, ax = plt.subplots(figsize=(6, 4))
+    best = -float("inf")
     for name, metrics in curves.items():
         if column in metrics:
             ax.plot(metrics["epoch"], metrics[column], label=name)
+            best = max(best, float(metrics[column].max()))
+    if best > -float("inf"):
+        ax.set_ylim(best - span, best + 0.1 * span)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{column.replace('_', ' ')} (nats per image)")
     ax.set_title(title)
