@@ -298,7 +298,13 @@ def fit(model: nn.Module, guide, data: Dataset, config: TrainConfig,
         datapoint, averaged over the epoch's steps), ``test_elbo`` (the ELBO per datapoint
         on the test split after the epoch), ``beta``, ``skipped_steps`` and ``seconds``
         (cumulative training time).
+    With ``config.patience`` set (early stopping), the pair ends with the weights of the
+    epoch with the best validation ELBO.
+
     :param distributed: data-parallel training over a process group (see
         :func:`ppl_vae.distributed.init_distributed`); ``config.batch_size`` is the global batch.
     """
-    return Trainer(model, guide, data, config, distributed=distributed).run(on_epoch, progress)
+    trainer = Trainer(model, guide, data, config, distributed=distributed)
+    metrics = trainer.run(on_epoch, progress)
+    trainer.restore_best()  # with config.patience: the weights of the best validation epoch
+    return metrics

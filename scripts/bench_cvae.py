@@ -17,6 +17,7 @@ CVAE samples) are written as it goes.
 Usage::
 
     python scripts/bench_cvae.py --data-dir ../shared/data --epochs 10
+    python scripts/bench_cvae.py --epochs 100 --validation-size 10000 --patience 3   # Pyro's budget
 """
 
 import argparse
@@ -49,10 +50,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--num-samples", type=int, default=100, help="K for -log p(y | x_visible)")
     parser.add_argument("--quadrants", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--validation-size", type=int, default=0, help="hold out N training images for validation")
+    parser.add_argument("--patience", type=int, default=0, help="early stopping on the validation split (0: off)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
     device = resolve_device(args.device)
-    data = load_dataset(args.dataset, args.data_dir, device)
+    data = load_dataset(args.dataset, args.data_dir, device, args.validation_size)
     args.out.mkdir(parents=True, exist_ok=True)
     table_path = args.out / "cvae.csv"
     table = pd.read_csv(table_path) if table_path.exists() else pd.DataFrame()
@@ -66,13 +69,15 @@ def main() -> None:
                              visible_quadrants=visible)
         model, guide = build_pair(config)
         model, guide = model.to(device), guide.to(device)
-        train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, seed=0)
+        train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, seed=0, patience=args.patience)
         start = time.perf_counter()
         baseline = model.baseline.requires_grad_(True)
-        fit(baseline, empty_guide, data, train, progress=False,
-            on_epoch=lambda row: print(f"baseline {visible}", row, flush=True))
+        epochs_run = {}
+        epochs_run["baseline"] = len(fit(baseline, empty_guide, data, train, progress=False,
+            on_epoch=lambda row: print(f"baseline {visible}", row, flush=True)))
         baseline.requires_grad_(False).eval()
-        fit(model, guide, data, train, progress=False, on_epoch=lambda row: print(f"cvae {visible}", row, flush=True))
+        epochs_run["cvae"] = len(fit(model, guide, data, train, progress=False,
+                                     on_epoch=lambda row: print(f"cvae {visible}", row, flush=True)))
         train_seconds = time.perf_counter() - start
         x_visible, y = model.arguments(data.test)
         base_nll = torch.cat([baseline_nll(baseline, x_visible[i:i + 1000], y[i:i + 1000])
@@ -83,7 +88,7 @@ def main() -> None:
         for method, neg_elbo, nll in (("baseline", base_nll, base_nll), ("cvae", -cvae_elbo, cvae_nll)):
             row = {"visible_quadrants": visible, "method": method, "neg_conditional_elbo": round(neg_elbo, 2),
                    "neg_log_likelihood": round(nll, 2), "num_samples": args.num_samples if method == "cvae" else 0,
-                   "pyro_tutorial_neg_elbo": PYRO_TUTORIAL[visible][method], "epochs": args.epochs,
+                   "pyro_tutorial_neg_elbo": PYRO_TUTORIAL[visible][method], "epochs": epochs_run[method],
                    "train_seconds": round(train_seconds, 1), "device": str(device), "dataset": args.dataset}
             table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
             print(row, flush=True)

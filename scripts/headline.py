@@ -97,6 +97,21 @@ def train_and_evaluate(name: str, out: Path, data_dir: str, epochs_scale: float,
     return row
 
 
+def summary(table: pd.DataFrame) -> str:
+    """A compact markdown table for the README: number, published number, budget, time, device, command."""
+    lines = ["| row | guide | test NLL (K) | test ELBO | published | budget (epochs run, kept) | train / eval time | "
+             "device | command |", "| --- | --- | ---: | ---: | --- | --- | ---: | --- | --- |"]
+    for row in table.to_dict("records"):
+        nll = f"{row['test_nll']:.2f} ± {row['nll_std_error']:.2f} ({int(row['num_samples'])})" \
+            if pd.notna(row.get("test_nll")) else "-"
+        eval_time = f" / {row['eval_seconds'] / 60:.0f} min" if pd.notna(row.get("eval_seconds")) else ""
+        published = f"{row['published']} ({row['source']})" if pd.notna(row.get("published")) else "-"
+        lines.append(f"| {row['row']} | {row['guide']} | {nll} | {row['test_elbo']:.2f} | {published} | "
+                     f"{int(row['epochs_run'])}, {int(row['epoch_kept'])} | {row['train_seconds'] / 60:.0f} min{eval_time} | "
+                     f"{row['device']} | `{row['train_command']}` |")
+    return "\n".join(lines) + "\n"
+
+
 def figures(out: Path, data_dir: str) -> None:
     """The latent scatter (z_dim = 2), interpolations, and the curves of all guides per setting."""
     import torch
@@ -140,6 +155,7 @@ def main() -> None:
         table.to_csv(table_path, index=False)
         (args.out / "headline.md").write_text(table.drop(columns=["train_command", "evaluate_command"])
                                               .to_markdown(index=False, floatfmt=".2f") + "\n")
+        (args.out / "headline_summary.md").write_text(summary(table))
         print(f"{name}: done", flush=True)
     figures(args.out, args.data_dir)
 
