@@ -22,12 +22,15 @@ dies makes the others fail with :class:`DistributedError` instead of hanging.
 
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from ppl_vae.noise import ShardedNoise
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -116,8 +119,19 @@ class Distributed:
         for tensor in [*module.parameters(), *module.buffers()]:
             self._collective(dist.broadcast, tensor.data, 0)
 
-    def barrier(self) -> None:
-        self._collective(dist.barrier)
+
+def shard_batch(distributed: Distributed | None, x: torch.Tensor, labels: torch.Tensor | None):
+    """This rank's rows of a global batch and the noise context that goes with them.
+
+    :returns: ``(x, labels, noise)``: with ``distributed``, this rank's rows and a
+        :class:`~ppl_vae.noise.ShardedNoise` for the global batch; otherwise the batch as it
+        is and a no-op context.
+    """
+    if distributed is None:
+        return x, labels, nullcontext()
+    size = len(x)
+    x, labels = distributed.shard(x, labels)
+    return x, labels, ShardedNoise(size, *distributed.shard_bounds(size))
 
 
 def launched_by_torchrun() -> bool:

@@ -14,7 +14,6 @@ checked for NaN at every step.
 """
 
 import math
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -26,8 +25,8 @@ from pyro.poutine.util import is_validation_enabled
 from torch import nn
 
 from ppl_vae.data import Dataset
+from ppl_vae.distributed import shard_batch
 from ppl_vae.kl_scale import LatentScaleMessenger
-from ppl_vae.noise import ShardedNoise
 from ppl_vae.registration import registration_skipped
 
 ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO}
@@ -158,9 +157,8 @@ def evaluate_elbo(
     with registration_skipped(), torch.random.fork_rng(devices=devices):
         for x, labels in data.batches(split, batch_size, labels=True):
             size = len(x)
-            if distributed is not None:
-                x, labels = distributed.shard(x, labels)
-            with ShardedNoise(size, *distributed.shard_bounds(size)) if distributed else nullcontext():
+            x, labels, noise = shard_batch(distributed, x, labels)
+            with noise:
                 total -= elbo.differentiable_loss(model, guide, *arguments(x, labels)).item() if len(x) else 0.0
             count += size
     if distributed is not None:

@@ -12,7 +12,6 @@ written atomically; the newest ``keep`` are kept.
 import json
 import math
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -25,8 +24,8 @@ from tqdm.auto import tqdm
 from ppl_vae.checkpoint import CheckpointError, atomic_write
 from ppl_vae.data import Dataset
 from ppl_vae.diagnose import nonfinite_site
+from ppl_vae.distributed import shard_batch
 from ppl_vae.kl_scale import warmup_scale
-from ppl_vae.noise import ShardedNoise
 from ppl_vae.rng import rng_state, set_rng_state
 from ppl_vae.train import (
     NonFiniteLossError,
@@ -175,10 +174,8 @@ class Trainer:
                                  labels=True, start=self.step_in_epoch)
 
     def _take_step(self, x: torch.Tensor, labels) -> None:
-        size, noise = len(x), nullcontext()
-        if self.distributed is not None:  # this rank's rows of the global batch and of its noise
-            x, labels = self.distributed.shard(x, labels)
-            noise = ShardedNoise(size, *self.distributed.shard_bounds(size))
+        size = len(x)
+        x, labels, noise = shard_batch(self.distributed, x, labels)  # this rank's rows and noise
         args = self.arguments(x, labels)
         self.step.kl.scale = warmup_scale(self.config.beta, self.global_step, self.warmup_steps)
         try:

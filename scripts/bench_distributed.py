@@ -39,6 +39,7 @@ def worker(args: argparse.Namespace) -> None:
     from ppl_vae import ModelConfig, TrainConfig, Trainer, build_pair, load_dataset
     from ppl_vae.device import resolve_device
     from ppl_vae.distributed import init_distributed, shutdown
+    from ppl_vae.trainer import StopRequested
 
     distributed = init_distributed(resolve_device(args.device))
     device = distributed.device if distributed else resolve_device(args.device)
@@ -60,9 +61,8 @@ def worker(args: argparse.Namespace) -> None:
     stop = lambda: args.warmup + args.steps in marks  # noqa: E731
     try:
         trainer.run(progress=False, stop_requested=stop, after_step=after_step)
-    except Exception as error:  # noqa: BLE001 - StopRequested ends the timed steps
-        if type(error).__name__ != "StopRequested":
-            raise
+    except StopRequested:  # the end of the timed steps
+        pass
     if distributed is None or distributed.is_main:
         seconds = marks[args.warmup + args.steps] - marks[args.warmup]
         waiting = (marks[f"collectives_{args.warmup + args.steps}"] - marks[f"collectives_{args.warmup}"]
