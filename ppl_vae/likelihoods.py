@@ -27,8 +27,10 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 
+from ppl_vae.bernoulli import LogSigmoidBernoulli
 
-class GrayscaleBernoulli(dist.Bernoulli):
+
+class GrayscaleBernoulli(LogSigmoidBernoulli):
     """Bernoulli cross-entropy evaluated at targets in [0, 1] (the "BCE on grayscale" objective).
 
     ``log_prob(x) = x log p + (1 - x) log(1 - p)``. For x in {0, 1} it is the Bernoulli
@@ -75,7 +77,7 @@ class BernoulliLikelihood(Likelihood):
     name = "bernoulli"
 
     def base_distribution(self, out: torch.Tensor) -> dist.TorchDistribution:
-        return dist.Bernoulli(logits=out)
+        return LogSigmoidBernoulli(logits=out)
 
     def support_problem(self, x: torch.Tensor) -> str | None:
         problem = super().support_problem(x)

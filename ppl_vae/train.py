@@ -94,8 +94,10 @@ class SVIStep:
 
     def loss(self, *args) -> torch.Tensor:
         """The differentiable ``-ELBO`` (KL term weighted by ``kl.scale``), summed over the batch."""
+        weighted = self.kl.scale != 1  # at weight 1 the messenger would only cost time
+        model, guide = (self.kl(self.model), self.kl(self.guide)) if weighted else (self.model, self.guide)
         with registration_skipped():
-            return self.elbo.differentiable_loss(self.kl(self.model), self.kl(self.guide), *args)
+            return self.elbo.differentiable_loss(model, guide, *args)
 
     def __call__(self, *args) -> float:
         """Take one step. :returns: the loss before the step (sum over the batch; over the

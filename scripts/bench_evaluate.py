@@ -6,10 +6,15 @@ evaluates the test NLL with K importance samples through
 :func:`ppl_vae.evaluate.estimate_log_likelihood` (Pyro traces), and on a subset
 measures, in the same process:
 
-- ``bare``: the compute limit: the decoder and the Bernoulli log-probability alone, in
-  large no-grad batches, no encoder, no Pyro;
-- ``pythae-style``: pythae's way: a Python loop over datapoints, each with its K
-  samples in batches of 100.
+- ``bare``: the compute limit: the decoder and the model's likelihood's log-probability
+  alone (the same distribution the Pyro model uses), in large no-grad batches, no
+  encoder, no Pyro; so ``ratio_to_bare`` is what Pyro's tracing costs;
+- ``bare-torch``: the same with torch's ``Bernoulli.log_prob``, whose CPU kernel is
+  slower than the library's (:mod:`ppl_vae.bernoulli`);
+- ``pythae``: pythae's way: a Python loop over datapoints, each with its K samples in
+  batches of 100, scored with torch's ``Bernoulli.log_prob`` (pythae itself uses
+  ``F.binary_cross_entropy`` on sigmoid outputs and runs the encoder once per sample,
+  which is slower still).
 
 Writes ``results/bench_evaluate.csv`` and ``results/bench_evaluate.md``.
 
@@ -41,22 +46,31 @@ MODELS = {
 }
 
 
+def torch_bernoulli(logits: torch.Tensor) -> dist.TorchDistribution:
+    """torch's own Bernoulli over a 28x28 image, for the ``bare-torch`` reference."""
+    return dist.Bernoulli(logits=logits, validate_args=False).to_event(3)
+
+
 def synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
 @torch.no_grad()
-def bare_pairs_per_s(model, x, num_samples, batch_size, chunk_size, device) -> float:
-    """Decoder + Bernoulli log_prob only, on z drawn from the prior, same pass shape."""
+def bare_pairs_per_s(model, x, num_samples, batch_size, chunk_size, device, likelihood=None) -> float:
+    """Decoder + likelihood log_prob only, on z drawn from the prior, same pass shape.
+
+    :param likelihood: decoder output -> distribution; default the model's own.
+    """
+    likelihood = likelihood or model.likelihood
     synchronize(device)
     start = time.perf_counter()
-    for i in range(0, len(x), batch_size):
-        batch = x[i:i + batch_size]
-        for _ in range(0, num_samples, chunk_size):
-            z = torch.randn(chunk_size, len(batch), model.z_dim, device=device)
-            logits = model.decoder(z)
-            dist.Bernoulli(logits=logits, validate_args=False).log_prob(batch).sum((-3, -2, -1))
+    with pyro.validation_enabled(False):  # as in the evaluation
+        for i in range(0, len(x), batch_size):
+            batch = x[i:i + batch_size]
+            for _ in range(0, num_samples, chunk_size):
+                z = torch.randn(chunk_size, len(batch), model.z_dim, device=device)
+                likelihood(model.decoder(z)).log_prob(batch)
     synchronize(device)
     return len(x) * num_samples / (time.perf_counter() - start)
 
@@ -108,7 +122,7 @@ def main() -> None:
         common = dict(num_samples=args.num_samples, batch_size=args.batch_size, chunk_size=args.chunk_size)
         # ppl_vae and the references on the same subset, interleaved, after a warm-up; median of rounds
         estimate_log_likelihood(model, guide, subset[:2], **common)
-        rates = {"ppl_vae": [], "bare": [], "pythae": []}
+        rates = {"ppl_vae": [], "bare": [], "bare-torch": [], "pythae": []}
         for _ in range(args.rounds):
             synchronize(device)
             start = time.perf_counter()
@@ -117,8 +131,10 @@ def main() -> None:
             rates["ppl_vae"].append(len(subset) * args.num_samples / (time.perf_counter() - start))
             rates["bare"].append(bare_pairs_per_s(model, subset, args.num_samples, args.batch_size,
                                                   args.chunk_size, device))
+            rates["bare-torch"].append(bare_pairs_per_s(model, subset, args.num_samples, args.batch_size,
+                                                        args.chunk_size, device, torch_bernoulli))
             rates["pythae"].append(pythae_pairs_per_s(model, guide, subset, args.num_samples, device))
-        subset_rate, bare, pythae = (statistics.median(rates[k]) for k in ("ppl_vae", "bare", "pythae"))
+        subset_rate, bare, bare_torch, pythae = (statistics.median(rates[k]) for k in rates)
         synchronize(device)
         start = time.perf_counter()
         result, _ = estimate_log_likelihood(model, guide, x, **common)
@@ -131,6 +147,7 @@ def main() -> None:
             "nll_std_error": round((nll.std() / len(nll) ** 0.5).item(), 2), "seconds": round(seconds, 1),
             "pairs_per_s": round(len(x) * args.num_samples / seconds),
             "subset_pairs_per_s": round(subset_rate), "bare_pairs_per_s": round(bare),
+            "bare_torch_pairs_per_s": round(bare_torch),
             "pythae_pairs_per_s": round(pythae), "ratio_to_bare": round(subset_rate / bare, 3),
             "ratio_to_pythae": round(subset_rate / pythae, 3),
         })
