@@ -16,6 +16,7 @@ Usage::
 """
 
 import argparse
+import json
 import platform
 import time
 from pathlib import Path
@@ -40,8 +41,19 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=1000, help="K for the test NLL")
     parser.add_argument("--nll-datapoints", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--options", action="append", default=[], metavar="GUIDE=JSON",
+                        help='override a guide\'s options, e.g. --options \'iaf={"num_flows": 4}\'')
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
+    guide_options = dict(GUIDE_OPTIONS)
+    for item in args.options:
+        name, _, options = item.partition("=")
+        if name not in guide_options:
+            parser.error(f"unknown guide {name!r} in --options; choose from {', '.join(guide_options)}")
+        try:
+            guide_options[name] = json.loads(options)
+        except json.JSONDecodeError as error:
+            parser.error(f"--options {name}=...: not JSON ({error})")
     device = resolve_device(args.device)
     data = load_dataset("binarized-mnist", args.data_dir, device)
     x_nll = torch.bernoulli(data.test[: args.nll_datapoints], generator=torch.Generator(device).manual_seed(0))
@@ -56,7 +68,7 @@ def main() -> None:
         pyro.clear_param_store()
         torch.manual_seed(args.seed)
         config = ModelConfig(z_dim=50, hidden_dims=(200, 200), activation="tanh", likelihood="bernoulli",
-                             guide=guide_name, guide_options=GUIDE_OPTIONS[guide_name])
+                             guide=guide_name, guide_options=guide_options[guide_name])
         model, guide = build_pair(config)
         model, guide = model.to(device), guide.to(device)
         start = time.perf_counter()
@@ -66,7 +78,7 @@ def main() -> None:
         result, _ = estimate_log_likelihood(model, guide, x_nll, num_samples=args.num_samples)
         nll = -result.log_likelihood
         row = {
-            "guide": guide_name, "options": str(GUIDE_OPTIONS[guide_name]), "epochs": args.epochs,
+            "guide": guide_name, "options": str(guide_options[guide_name]), "epochs": args.epochs,
             "test_elbo": round(metrics["test_elbo"].iloc[-1], 2),
             "test_nll": round(nll.mean().item(), 2), "nll_std_error": round((nll.std() / len(nll) ** 0.5).item(), 2),
             "nll_num_samples": args.num_samples, "nll_datapoints": len(x_nll),
@@ -101,7 +113,8 @@ def write_report(table: pd.DataFrame, curves: pd.DataFrame, args, device) -> Non
         f"# Guides at equal epochs ({device}; {platform.machine()}, {torch.get_num_threads()} threads)",
         "",
         f"`python scripts/bench_guides.py --epochs {args.epochs} --num-samples {args.num_samples} "
-        f"--nll-datapoints {args.nll_datapoints}`",
+        f"--nll-datapoints {args.nll_datapoints}"
+        + "".join(f" --options '{item}'" for item in args.options) + "`",
         "",
         "Dynamically binarized MNIST, 784-200-200-50 tanh MLP, Bernoulli; Adam lr 1e-3, batch 100. "
         "test_elbo: full test split, one sample per image; test_nll: IWAE bound with "
