@@ -7,12 +7,14 @@ each guide it records the test ELBO (one sample per image, full test split), the
 NLL by importance sampling (K samples on the first ``--nll-datapoints`` test images,
 binarized once with seed 0) and the training throughput. Each finished guide is appended
 to ``results/guides.csv`` at once, and a rerun skips guides already there (delete the
-file to start over); ``results/guides.md``, ``results/guides_curves.csv`` and
-``results/guides_curves.png`` are rewritten at the end.
+file to start over), as are its per-image NLLs (``results/guides_per_image.csv``, from
+which the IAF-vs-diag gain gets a paired standard error); ``results/guides.md``,
+``results/guides_curves.csv`` and ``results/guides_curves.png`` are rewritten at the end.
 
 Usage::
 
     python scripts/bench_guides.py --data-dir ../shared/data --epochs 10
+    python scripts/bench_guides.py --guides diag iaf --options 'iaf={"num_flows": 4, "hidden_dims": [101]}'
 """
 
 import argparse
@@ -59,8 +61,10 @@ def main() -> None:
     x_nll = torch.bernoulli(data.test[: args.nll_datapoints], generator=torch.Generator(device).manual_seed(0))
     args.out.mkdir(parents=True, exist_ok=True)
     table_path, curves_path = args.out / "guides.csv", args.out / "guides_curves.csv"
+    per_image_path = args.out / "guides_per_image.csv"
     done = pd.read_csv(table_path) if table_path.exists() else pd.DataFrame()
     curves = pd.read_csv(curves_path) if curves_path.exists() else pd.DataFrame()
+    per_image = pd.read_csv(per_image_path) if per_image_path.exists() else pd.DataFrame()
     for guide_name in args.guides:
         if len(done) and guide_name in set(done["guide"]):
             print(f"{guide_name}: already in {table_path}, skipped", flush=True)
@@ -92,10 +96,13 @@ def main() -> None:
         done.to_csv(table_path, index=False)
         curves = pd.concat([curves, metrics.assign(guide=guide_name)], ignore_index=True)
         curves.to_csv(curves_path, index=False)
-    write_report(done, curves, args, device)
+        per_image = pd.concat([per_image, pd.DataFrame({"guide": guide_name, "image": range(len(nll)),
+                                                        "nll": nll.cpu().numpy()})], ignore_index=True)
+        per_image.to_csv(per_image_path, index=False)
+    write_report(done, curves, per_image, args, device)
 
 
-def write_report(table: pd.DataFrame, curves: pd.DataFrame, args, device) -> None:
+def write_report(table: pd.DataFrame, curves: pd.DataFrame, per_image: pd.DataFrame, args, device) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -125,8 +132,14 @@ def write_report(table: pd.DataFrame, curves: pd.DataFrame, args, device) -> Non
     ]
     if {"diag", "iaf"} <= set(table["guide"]):
         diag, iaf = (table[table["guide"] == g].iloc[0] for g in ("diag", "iaf"))
+        paired = ""
+        if len(per_image) and {"diag", "iaf"} <= set(per_image["guide"]):
+            # the same images for both guides: the standard error of the per-image differences
+            nlls = per_image.pivot(index="image", columns="guide", values="nll")
+            gain = nlls["diag"] - nlls["iaf"]
+            paired = f" (paired over the same images: {gain.mean():.2f} +- {gain.std() / len(gain) ** 0.5:.2f})"
         lines += [
-            f"IAF vs diag: test NLL {diag['test_nll'] - iaf['test_nll']:+.2f} nats better "
+            f"IAF vs diag: test NLL {diag['test_nll'] - iaf['test_nll']:+.2f} nats better{paired} "
             f"(target >= 1.5), training time per epoch x{iaf['seconds_per_epoch'] / diag['seconds_per_epoch']:.2f} "
             "(target <= 1.5).",
             "",
