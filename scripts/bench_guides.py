@@ -34,7 +34,7 @@ from ppl_vae import ModelConfig, SVIStep, TrainConfig, build_pair, fit, load_dat
 from ppl_vae.device import resolve_device
 from ppl_vae.evaluate import estimate_log_likelihood
 
-GUIDE_OPTIONS = {"diag": {}, "full-rank": {}, "planar": {"num_flows": 8}, "iaf": {"num_flows": 2}}
+GUIDE_OPTIONS = {"diag": {}, "full-rank": {}, "planar": {"num_flows": 8}, "iaf": {"num_flows": 3, "hidden_dims": [101]}}
 
 
 def model_config(guide_name: str, options: dict) -> ModelConfig:
