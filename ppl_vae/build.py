@@ -5,7 +5,7 @@ from typing import Any
 
 from torch import nn
 
-from ppl_vae.cvae import LabelConditionalVAE, QuadrantBaseline, QuadrantCVAE
+from ppl_vae.cvae import QUADRANT_LAYOUTS, LabelConditionalVAE, MergedQuadrantEncoder, QuadrantBaseline, QuadrantCVAE
 from ppl_vae.guides import make_guide
 from ppl_vae.models import VAE
 from ppl_vae.nets import MLPEncoder, make_networks
@@ -30,6 +30,11 @@ class ModelConfig:
     :param num_classes: classes of the label-conditional model.
     :param learned_prior: the label-conditional model learns p(z|y).
     :param visible_quadrants: 1, 2 or 3 for the quadrant model.
+    :param quadrant_layout: the quadrant model's networks: ``"pyro"`` (generation network
+        on z alone, recognition network on the digit with the hidden pixels filled in, as
+        in Pyro's example) or ``"visible"`` (generation network on ``(z, x_visible)``,
+        recognition network on ``x_visible`` and ``y`` side by side; runs saved before this
+        option existed use it).
     """
 
     event_shape: tuple[int, ...] = (1, 28, 28)
@@ -44,6 +49,7 @@ class ModelConfig:
     num_classes: int = 0
     learned_prior: bool = False
     visible_quadrants: int = 0
+    quadrant_layout: str = "pyro"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,6 +57,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
         known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        if known.get("conditional") == "quadrants":
+            known.setdefault("quadrant_layout", "visible")  # the only layout before the option existed
         for key in ("event_shape", "hidden_dims"):
             if key in known:
                 known[key] = tuple(known[key])
@@ -87,8 +95,14 @@ def build_quadrant_pair(config: ModelConfig) -> tuple[QuadrantCVAE, nn.Module]:
     """The quadrant-completion CVAE (its untrained baseline inside) and its recognition guide."""
     if tuple(config.event_shape) != (1, 28, 28) or config.network != "mlp":
         raise ValueError("quadrant completion needs 28x28x1 images and the mlp network")
+    if config.quadrant_layout not in QUADRANT_LAYOUTS:
+        raise ValueError(f"unknown quadrant layout {config.quadrant_layout!r}; choose from {', '.join(QUADRANT_LAYOUTS)}")
     baseline = QuadrantBaseline(config.visible_quadrants, config.hidden_dims, config.likelihood)
-    model = QuadrantCVAE(baseline, config.z_dim, config.hidden_dims)
-    encoder = MLPEncoder(config.event_shape, config.hidden_dims, config.activation,
-                         condition_dim=baseline.task.num_hidden)
+    pyro_layout = config.quadrant_layout == "pyro"
+    model = QuadrantCVAE(baseline, config.z_dim, config.hidden_dims, decoder_sees_visible=not pyro_layout)
+    if pyro_layout:
+        encoder = MergedQuadrantEncoder(baseline.task, config.hidden_dims, config.activation)
+    else:
+        encoder = MLPEncoder(config.event_shape, config.hidden_dims, config.activation,
+                             condition_dim=baseline.task.num_hidden)
     return model, make_guide(config.guide, encoder, config.z_dim, **config.guide_options)

@@ -30,7 +30,7 @@ from ppl_vae.cli_args import (
     positive_int,
 )
 from ppl_vae.cli_evaluate import add_check_parser, add_evaluate_parser
-from ppl_vae.cvae import VISIBLE_QUADRANTS
+from ppl_vae.cvae import QUADRANT_LAYOUTS, VISIBLE_QUADRANTS
 from ppl_vae.data import DATASETS, DataError, load_dataset
 from ppl_vae.device import resolve_device
 from ppl_vae.distributed import DistributedError, init_distributed, on_main, shutdown
@@ -80,6 +80,9 @@ def add_train_parser(subparsers) -> None:
     conditional.add_argument("--learned-prior", action="store_true", help="label: learn p(z|y)")
     conditional.add_argument("--visible-quadrants", type=int, choices=VISIBLE_QUADRANTS, default=None,
                              help="quadrants: how many quadrants are visible (default 2)")
+    conditional.add_argument("--quadrant-layout", default=None, choices=QUADRANT_LAYOUTS,
+                             help="quadrants: pyro (default; generation net on z, recognition net on the filled-in "
+                                  "digit) or visible (generation net also sees x_visible)")
     runs = p.add_argument_group("checkpoints and faults")
     runs.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                       help="go on from the run's newest good checkpoint (its other settings are the run's)")
@@ -144,6 +147,8 @@ def model_config(args: argparse.Namespace, data) -> ModelConfig:
     """The model config from the flags and the dataset, with conditional options checked."""
     if args.conditional != "quadrants" and args.visible_quadrants is not None:
         raise UsageError("--visible-quadrants needs --conditional quadrants")
+    if args.conditional != "quadrants" and args.quadrant_layout is not None:
+        raise UsageError("--quadrant-layout needs --conditional quadrants")
     if args.conditional != "label" and args.learned_prior:
         raise UsageError("--learned-prior needs --conditional label")
     if args.conditional == "label" and data.num_classes == 0:
@@ -162,6 +167,7 @@ def model_config(args: argparse.Namespace, data) -> ModelConfig:
         conditional=args.conditional, num_classes=data.num_classes if args.conditional == "label" else 0,
         learned_prior=args.learned_prior,
         visible_quadrants=(args.visible_quadrants or 2) if args.conditional == "quadrants" else 0,
+        quadrant_layout=args.quadrant_layout or "pyro",
     )
 
 

@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--quadrants", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--validation-size", type=int, default=0, help="hold out N training images for validation")
     parser.add_argument("--patience", type=int, default=0, help="early stopping on the validation split (0: off)")
+    parser.add_argument("--quadrant-layout", default="pyro", choices=("pyro", "visible"),
+                        help="pyro: p(y|z), recognition net on the filled-in digit; visible: p(y|z, x_visible)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -66,7 +68,7 @@ def main() -> None:
         pyro.clear_param_store()
         torch.manual_seed(0)
         config = ModelConfig(z_dim=200, hidden_dims=(500, 500), likelihood="bce-grayscale", conditional="quadrants",
-                             visible_quadrants=visible)
+                             visible_quadrants=visible, quadrant_layout=args.quadrant_layout)
         model, guide = build_pair(config)
         model, guide = model.to(device), guide.to(device)
         train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, seed=0, patience=args.patience)
@@ -89,7 +91,8 @@ def main() -> None:
             row = {"visible_quadrants": visible, "method": method, "neg_conditional_elbo": round(neg_elbo, 2),
                    "neg_log_likelihood": round(nll, 2), "num_samples": args.num_samples if method == "cvae" else 0,
                    "pyro_tutorial_neg_elbo": PYRO_TUTORIAL[visible][method], "epochs": epochs_run[method],
-                   "train_seconds": round(train_seconds, 1), "device": str(device), "dataset": args.dataset}
+                   "train_seconds": round(train_seconds, 1), "device": str(device), "dataset": args.dataset,
+                   "layout": args.quadrant_layout}
             table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
             print(row, flush=True)
         table.to_csv(table_path, index=False)
@@ -102,7 +105,8 @@ def write_markdown(table: pd.DataFrame, args) -> None:
     lines = [
         "# Quadrant completion on MNIST: baseline vs CVAE",
         "",
-        f"`python scripts/bench_cvae.py --epochs {args.epochs} --num-samples {args.num_samples}` "
+        f"`python scripts/bench_cvae.py --epochs {args.epochs} --num-samples {args.num_samples} "
+        f"--validation-size {args.validation_size} --patience {args.patience}` "
         f"({args.dataset}; test split; nats per image over the hidden pixels)",
         "",
         "neg_conditional_elbo is the metric of Pyro's tutorial (pyro_tutorial_neg_elbo); for the baseline it is "

@@ -156,7 +156,7 @@ def test_quadrant_run(tmp_path):
     assert {p.name for p in out.iterdir()} == {"config.json", "metrics.csv", "baseline_metrics.csv", "loss_curve.png",
                                                "completions.png", "checkpoint.pt", "checkpoints"}
     model, _, config = load_pair(out)
-    assert config.visible_quadrants == 3 and config.likelihood == "bce-grayscale"
+    assert config.visible_quadrants == 3 and config.likelihood == "bce-grayscale" and config.quadrant_layout == "pyro"
     assert main(["evaluate", str(out), "--num-samples", "10", "--num-datapoints", "20", "--no-progress"]) == 0
     row = pd.read_csv(out / "evaluation.csv").iloc[0]
     assert row["baseline_nll"] > 0 and row["nll"] > 0
@@ -164,6 +164,7 @@ def test_quadrant_run(tmp_path):
 
 CONDITIONAL_ERRORS = {
     "quadrants-flag-alone": (["--visible-quadrants", "2"], "--visible-quadrants needs --conditional quadrants"),
+    "layout-flag-alone": (["--quadrant-layout", "visible"], "--quadrant-layout needs --conditional quadrants"),
     "quadrants-4": (["--conditional", "quadrants", "--visible-quadrants", "4"], "invalid choice: 4"),
     "learned-prior-alone": (["--learned-prior"], "--learned-prior needs --conditional label"),
 }

@@ -22,9 +22,9 @@ def label_pair(guide="diag", learned_prior=True):
                                   learned_prior=learned_prior, guide=guide))
 
 
-def quadrant_pair(visible=2, guide="diag"):
+def quadrant_pair(visible=2, guide="diag", layout="pyro"):
     return build_pair(ModelConfig(z_dim=3, hidden_dims=(32,), conditional="quadrants", visible_quadrants=visible,
-                                  likelihood="bernoulli", guide=guide))
+                                  likelihood="bernoulli", guide=guide, quadrant_layout=layout))
 
 
 def sites(trace):
@@ -32,9 +32,11 @@ def sites(trace):
 
 
 @pytest.mark.parametrize("guide", ["diag", "iaf"])
-@pytest.mark.parametrize("kind", ["label", "quadrants"])
+@pytest.mark.parametrize("kind", ["label", "quadrants", "quadrants-visible-layout"])
 def test_site_contracts_with_conditions(kind, guide, sample):
-    model, guide_ = label_pair(guide) if kind == "label" else quadrant_pair(guide=guide)
+    layout = "visible" if kind.endswith("visible-layout") else "pyro"
+    kind = kind.split("-")[0]
+    model, guide_ = label_pair(guide) if kind == "label" else quadrant_pair(guide=guide, layout=layout)
     images, labels = next(sample.batches("test", 5, labels=True))
     args = model.arguments(images, labels)
     guide_trace = poutine.trace(guide_).get_trace(*args)
@@ -46,6 +48,33 @@ def test_site_contracts_with_conditions(kind, guide, sample):
     assert guide_trace.nodes["z"]["fn"].batch_shape == (5,) and guide_trace.nodes["z"]["fn"].event_shape == (3,)
     if kind == "quadrants":
         assert model_trace.nodes["y"]["fn"].event_shape == (784 - 14 * 28,)
+
+
+def test_quadrant_layouts_route_their_inputs():
+    """pyro: p(y|z) and a recognition net on the filled-in digit; visible: p(y|z, x_visible)."""
+    images = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    z = torch.randn(4, 3)
+    pyro_model, pyro_guide = quadrant_pair(visible=1)
+    x_visible, y = pyro_model.arguments(images)
+    other_visible = torch.rand(4, 1, 28, 28).masked_fill(~pyro_model.task.visible, -1.0)
+    torch.testing.assert_close(pyro_model.observation(z, x_visible).base_dist.logits,
+                               pyro_model.observation(z, other_visible).base_dist.logits, rtol=0, atol=0)
+    seen = []
+    pyro_guide.encoder.body.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    pyro_guide(x_visible, y)
+    torch.testing.assert_close(seen[-1], images, rtol=0, atol=0)
+    visible_model, _ = quadrant_pair(visible=1, layout="visible")
+    assert not torch.allclose(visible_model.observation(z, x_visible).base_dist.logits,
+                              visible_model.observation(z, other_visible).base_dist.logits)
+
+
+def test_runs_saved_before_the_layout_option_load_with_the_old_layout():
+    old = ModelConfig(conditional="quadrants", visible_quadrants=2).to_dict()
+    del old["quadrant_layout"]
+    assert ModelConfig.from_dict(old).quadrant_layout == "visible"
+    assert ModelConfig.from_dict({**old, "quadrant_layout": "pyro"}).quadrant_layout == "pyro"
+    with pytest.raises(ValueError, match="unknown quadrant layout 'x'; choose from pyro, visible"):
+        quadrant_pair(layout="x")
 
 
 def test_quadrant_masks_follow_pyros_example():
