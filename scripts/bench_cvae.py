@@ -29,7 +29,7 @@ import pyro
 import torch
 
 from ppl_vae import ModelConfig, TrainConfig, build_pair, evaluate_elbo, fit, load_dataset
-from ppl_vae.cvae import baseline_nll, empty_guide
+from ppl_vae.cvae import QUADRANT_LAYOUTS, baseline_nll, empty_guide
 from ppl_vae.device import resolve_device
 from ppl_vae.evaluate import estimate_log_likelihood
 from ppl_vae.figures import save_completions
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--quadrants", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--validation-size", type=int, default=0, help="hold out N training images for validation")
     parser.add_argument("--patience", type=int, default=0, help="early stopping on the validation split (0: off)")
-    parser.add_argument("--quadrant-layout", default="pyro", choices=("pyro", "visible"),
+    parser.add_argument("--quadrant-layout", default="pyro", choices=QUADRANT_LAYOUTS,
                         help="pyro: p(y|z), recognition net on the filled-in digit; visible: p(y|z, x_visible)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()

@@ -62,7 +62,8 @@ def bare_pairs_per_s(model, x, num_samples, batch_size, chunk_size, device, like
 
     :param likelihood: decoder output -> distribution; default the model's own.
     """
-    likelihood = likelihood or model.likelihood
+    if likelihood is None:
+        likelihood = model.likelihood
     synchronize(device)
     start = time.perf_counter()
     with pyro.validation_enabled(False):  # as in the evaluation
