@@ -3,8 +3,10 @@
 For the 784-400-20 MLP VAE and the 784-200-200-50 tanh MLP of the IWAE paper (Burda et
 al. 2015), each trained for ``--train-epochs`` on dynamically binarized MNIST, it
 evaluates the test NLL with K importance samples through
-:func:`ppl_vae.evaluate.estimate_log_likelihood` (Pyro traces), and on a subset
-measures, in the same process:
+:func:`ppl_vae.evaluate.estimate_log_likelihood` (Pyro traces), and on a subset of the
+test images measures, in the same process and interleaved block by block (every method
+runs on each block of ``--block-size`` images before the next block, so that a slow spell
+of the machine falls on all of them alike; the rates are total pairs over total time):
 
 - ``bare``: the compute limit: the decoder and the model's likelihood's log-probability
   alone (the same distribution the Pyro model uses), in large no-grad batches, no
@@ -27,7 +29,6 @@ Usage::
 import argparse
 import math
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -56,44 +57,45 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
+def timed(run, block: torch.Tensor, device) -> float:
+    """Seconds that ``run(block)`` takes (synchronized on GPU)."""
+    synchronize(device)
+    start = time.perf_counter()
+    run(block)
+    synchronize(device)
+    return time.perf_counter() - start
+
+
 @torch.no_grad()
-def bare_pairs_per_s(model, x, num_samples, batch_size, chunk_size, device, likelihood=None) -> float:
+def bare_log_weights(model, x, num_samples, batch_size, chunk_size, device, likelihood=None) -> None:
     """Decoder + likelihood log_prob only, on z drawn from the prior, same pass shape.
 
     :param likelihood: decoder output -> distribution; default the model's own.
     """
     if likelihood is None:
         likelihood = model.likelihood
-    synchronize(device)
-    start = time.perf_counter()
     with pyro.validation_enabled(False):  # as in the evaluation
         for i in range(0, len(x), batch_size):
             batch = x[i:i + batch_size]
-            for _ in range(0, num_samples, chunk_size):
-                z = torch.randn(chunk_size, len(batch), model.z_dim, device=device)
+            for start in range(0, num_samples, chunk_size):
+                z = torch.randn(min(chunk_size, num_samples - start), len(batch), model.z_dim, device=device)
                 likelihood(model.decoder(z)).log_prob(batch)
-    synchronize(device)
-    return len(x) * num_samples / (time.perf_counter() - start)
 
 
 @torch.no_grad()
-def pythae_pairs_per_s(model, guide, x, num_samples, device, samples_per_batch=100) -> float:
-    """pythae's NLL loop: per datapoint, its samples in batches of 100."""
-    synchronize(device)
-    start = time.perf_counter()
+def pythae_log_likelihood(model, guide, x, num_samples, device, samples_per_batch=100) -> None:
+    """pythae's NLL loop: per datapoint, its samples in batches of 100 (at least one batch)."""
     for i in range(len(x)):
         xi = x[i:i + 1]
         loc, scale = guide.loc_scale(xi)
         log_w = []
-        for _ in range(num_samples // samples_per_batch):
-            z = loc + scale * torch.randn(samples_per_batch, guide.z_dim, device=device)
+        for _ in range(max(1, num_samples // samples_per_batch)):
+            z = loc + scale * torch.randn(min(num_samples, samples_per_batch), guide.z_dim, device=device)
             log_px_z = dist.Bernoulli(logits=model.decoder(z), validate_args=False).log_prob(xi).sum((-3, -2, -1))
             log_pz = dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
             log_qz = dist.Normal(loc, scale).log_prob(z).sum(-1)
             log_w.append(log_px_z + log_pz - log_qz)
         torch.logsumexp(torch.cat(log_w), 0) - math.log(num_samples)
-    synchronize(device)
-    return len(x) * num_samples / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -102,10 +104,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--num-datapoints", type=int, default=10_000, help="test images for the full evaluation")
     parser.add_argument("--num-samples", type=int, default=5000)
-    parser.add_argument("--reference-datapoints", type=int, default=50, help="subset for the references")
+    parser.add_argument("--reference-datapoints", type=int, default=500, help="subset for the references")
+    parser.add_argument("--block-size", type=int, default=10, help="images per interleaved block of the subset")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--chunk-size", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--train-epochs", type=int, default=1)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--out", type=Path, default=Path("results"))
@@ -121,21 +123,21 @@ def main() -> None:
         fit(model, guide, data, TrainConfig(epochs=args.train_epochs, batch_size=100), progress=False)
         subset = x[: args.reference_datapoints]
         common = dict(num_samples=args.num_samples, batch_size=args.batch_size, chunk_size=args.chunk_size)
-        # ppl_vae and the references on the same subset, interleaved, after a warm-up; median of rounds
+        # ppl_vae and the references on the same subset, interleaved block by block, after a warm-up
         estimate_log_likelihood(model, guide, subset[:2], **common)
-        rates = {"ppl_vae": [], "bare": [], "bare-torch": [], "pythae": []}
-        for _ in range(args.rounds):
-            synchronize(device)
-            start = time.perf_counter()
-            estimate_log_likelihood(model, guide, subset, **common)
-            synchronize(device)
-            rates["ppl_vae"].append(len(subset) * args.num_samples / (time.perf_counter() - start))
-            rates["bare"].append(bare_pairs_per_s(model, subset, args.num_samples, args.batch_size,
-                                                  args.chunk_size, device))
-            rates["bare-torch"].append(bare_pairs_per_s(model, subset, args.num_samples, args.batch_size,
-                                                        args.chunk_size, device, torch_bernoulli))
-            rates["pythae"].append(pythae_pairs_per_s(model, guide, subset, args.num_samples, device))
-        subset_rate, bare, bare_torch, pythae = (statistics.median(rates[k]) for k in rates)
+        methods = {
+            "ppl_vae": lambda block: estimate_log_likelihood(model, guide, block, **common),
+            "bare": lambda block: bare_log_weights(model, block, args.num_samples, args.batch_size,
+                                                   args.chunk_size, device),
+            "bare-torch": lambda block: bare_log_weights(model, block, args.num_samples, args.batch_size,
+                                                         args.chunk_size, device, torch_bernoulli),
+            "pythae": lambda block: pythae_log_likelihood(model, guide, block, args.num_samples, device),
+        }
+        method_seconds = dict.fromkeys(methods, 0.0)
+        for i in range(0, len(subset), args.block_size):
+            for method, run in methods.items():
+                method_seconds[method] += timed(run, subset[i:i + args.block_size], device)
+        subset_rate, bare, bare_torch, pythae = (len(subset) * args.num_samples / method_seconds[k] for k in methods)
         synchronize(device)
         start = time.perf_counter()
         result, _ = estimate_log_likelihood(model, guide, x, **common)
@@ -163,11 +165,12 @@ def main() -> None:
     table.to_csv(path, index=False)
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     command = (f"python scripts/bench_evaluate.py --num-datapoints {args.num_datapoints} "
-               f"--num-samples {args.num_samples} --device {args.device}")
+               f"--num-samples {args.num_samples} --reference-datapoints {args.reference_datapoints} "
+               f"--block-size {args.block_size} --device {args.device}")
     with open(args.out / f"bench_evaluate{suffix}.md", "w") as f:
         f.write(f"# IWAE evaluation speed ({device}; {machine})\n\n`{command}`\n\n")
-        f.write("Ratios are measured on the first "
-                f"{args.reference_datapoints} test images, interleaved in one process.\n\n")
+        f.write(f"Ratios are measured on the first {args.reference_datapoints} test images, in one process, "
+                f"interleaved in blocks of {args.block_size} images.\n\n")
         f.write(table.to_markdown(index=False) + "\n")
 
 
