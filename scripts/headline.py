@@ -67,8 +67,10 @@ def train_and_evaluate(name: str, out: Path, data_dir: str, epochs_scale: float,
     train = [sys.executable, "-m", "ppl_vae", "train", *flags, "--epochs", str(max(1, round(epochs * epochs_scale))),
              "--data-dir", data_dir, "--out", str(run_dir), "--no-progress", "--checkpoint-every-seconds", "300"]
     if not (run_dir / "checkpoint.pt").exists():
-        if (run_dir / "config.json").exists():
+        if (run_dir / "checkpoints").is_dir():  # an interrupted run
             run([sys.executable, "-m", "ppl_vae", "train", "--resume", str(run_dir), "--no-progress"])
+        elif (run_dir / "metrics.csv").exists():  # a finished run whose weights were not kept (a clone)
+            print(f"{name}: trained earlier, weights not here; tables from its files", flush=True)
         else:
             run(train)
     evaluate = [sys.executable, "-m", "ppl_vae", "evaluate", str(run_dir), "--num-samples", str(num_samples),
