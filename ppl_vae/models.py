@@ -11,7 +11,8 @@ conditional models of :mod:`ppl_vae.cvae`, to a learned prior. Guides take the s
 arguments.
 """
 
-from typing import Sequence
+import math
+from collections.abc import Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -20,6 +21,28 @@ from torch import nn
 
 from ppl_vae.likelihoods import Likelihood, make_likelihood
 from ppl_vae.registration import register
+
+LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class StandardNormal(dist.Normal):
+    """Pyro's :class:`~pyro.distributions.Normal` with ``loc = 0`` and ``scale = 1``, whose
+    ``log_prob`` skips the arithmetic with them: ``-z^2 / 2 - log sqrt(2 pi)``.
+
+    Everything else (sampling, ``expand``, KL divergences, Pyro's handlers) is Normal's;
+    the prior's log-density is then 3 tensor operations instead of 8, a few percent of the
+    work an ELBO step or an evaluation pass does besides the decoder.
+
+    :param loc: zeros of the batch shape (they fix shape, dtype and device).
+    :param scale: ones of the batch shape.
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        log_prob = value.square().mul_(-0.5).sub_(LOG_SQRT_2PI)
+        shape = torch.broadcast_shapes(value.shape, self.batch_shape)
+        return log_prob if log_prob.shape == shape else log_prob.expand(shape)
 
 
 class VAE(nn.Module):
@@ -74,7 +97,7 @@ class VAE(nn.Module):
     def prior(self, batch_size: int, like: torch.Tensor, *condition: torch.Tensor) -> dist.TorchDistribution:
         """The prior N(0, I) over ``(batch_size, z_dim)``, on ``like``'s device and dtype."""
         loc = like.new_zeros(batch_size, self.z_dim)
-        return dist.Normal(loc, torch.ones_like(loc)).to_event(1)
+        return StandardNormal(loc, torch.ones_like(loc)).to_event(1)
 
     def observation(self, z: torch.Tensor, *condition: torch.Tensor) -> dist.TorchDistribution:
         """p(x|z) (given the condition, if any): the likelihood of the decoder's output."""

@@ -18,6 +18,10 @@ of the machine falls on all of them alike; the rates are total pairs over total 
   ``F.binary_cross_entropy`` on sigmoid outputs and runs the encoder once per sample,
   which is slower still).
 
+The process keeps freed memory for reuse (``--allocator retain``, what the ``ppl-vae``
+command does, :mod:`ppl_vae.memory`), so that all methods run without glibc's page
+faults; ``--allocator default`` measures under glibc's defaults.
+
 Writes ``results/bench_evaluate.csv`` and ``results/bench_evaluate.md``.
 
 Usage::
@@ -40,6 +44,7 @@ import torch
 from ppl_vae import ModelConfig, TrainConfig, build_pair, fit, load_dataset
 from ppl_vae.device import resolve_device
 from ppl_vae.evaluate import estimate_log_likelihood
+from ppl_vae.memory import retain_freed_memory
 
 MODELS = {
     "784-400-20 relu": ModelConfig(z_dim=20, hidden_dims=(400,), activation="relu"),
@@ -111,7 +116,11 @@ def main() -> None:
     parser.add_argument("--train-epochs", type=int, default=1)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--allocator", choices=("retain", "default"), default="retain",
+                        help="retain: keep freed memory, as the ppl-vae command does (ppl_vae.memory); "
+                             "default: glibc's defaults")
     args = parser.parse_args()
+    retained = args.allocator == "retain" and retain_freed_memory()
     device = resolve_device(args.device)
     pyro.set_rng_seed(0)
     data = load_dataset("binarized-mnist", args.data_dir, device)
@@ -145,7 +154,8 @@ def main() -> None:
         seconds = time.perf_counter() - start
         nll = -result.log_likelihood
         rows.append({
-            "model": name, "device": str(device), "num_datapoints": len(x), "num_samples": args.num_samples,
+            "model": name, "device": str(device), "allocator": "retain" if retained else "default",
+            "num_datapoints": len(x), "num_samples": args.num_samples,
             "train_epochs": args.train_epochs, "test_nll": round(nll.mean().item(), 2),
             "nll_std_error": round((nll.std() / len(nll) ** 0.5).item(), 2), "seconds": round(seconds, 1),
             "pairs_per_s": round(len(x) * args.num_samples / seconds),
@@ -166,7 +176,7 @@ def main() -> None:
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     command = (f"python scripts/bench_evaluate.py --num-datapoints {args.num_datapoints} "
                f"--num-samples {args.num_samples} --reference-datapoints {args.reference_datapoints} "
-               f"--block-size {args.block_size} --device {args.device}")
+               f"--block-size {args.block_size} --device {args.device} --allocator {args.allocator}")
     with open(args.out / f"bench_evaluate{suffix}.md", "w") as f:
         f.write(f"# IWAE evaluation speed ({device}; {machine})\n\n`{command}`\n\n")
         f.write(f"Ratios are measured on the first {args.reference_datapoints} test images, in one process, "

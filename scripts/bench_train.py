@@ -12,6 +12,9 @@ interleaved round by round, it times:
 
 Each round runs ``--steps`` steps per method; the median images/s over ``--rounds``
 rounds is reported. Writes ``results/bench_train.csv`` and ``results/bench_train.md``.
+The process keeps freed memory for reuse (``--allocator retain``, what the ``ppl-vae``
+command does, :mod:`ppl_vae.memory`), so that all methods run without glibc's page
+faults; ``--allocator default`` measures under glibc's defaults.
 
 Usage::
 
@@ -33,6 +36,7 @@ from torch import nn
 
 from ppl_vae import ModelConfig, SVIStep, build_pair, load_dataset
 from ppl_vae.device import resolve_device
+from ppl_vae.memory import retain_freed_memory
 from ppl_vae.train import make_adam
 
 
@@ -107,7 +111,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="steps per method and round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--allocator", choices=("retain", "default"), default="retain",
+                        help="retain: keep freed memory, as the ppl-vae command does (ppl_vae.memory); "
+                             "default: glibc's defaults")
     args = parser.parse_args()
+    retained = args.allocator == "retain" and retain_freed_memory()
     device = resolve_device(args.device)
     data = load_dataset("binarized-mnist", args.data_dir, device)
     pyro.set_rng_seed(0)
@@ -125,7 +133,8 @@ def main() -> None:
         reference = statistics.median(rates["plain-torch"])
         for name, values in rates.items():
             rows.append({
-                "device": str(device), "batch_size": batch_size, "method": name,
+                "device": str(device), "allocator": "retain" if retained else "default",
+                "batch_size": batch_size, "method": name,
                 "images_per_s": round(statistics.median(values)),
                 "ratio_to_plain": round(statistics.median(values) / reference, 3),
                 "rounds": args.rounds, "steps_per_round": len(batches),
@@ -139,7 +148,8 @@ def main() -> None:
     with open(args.out / f"{name}.md", "w") as f:
         f.write(f"# Training throughput ({device}; {machine})\n\n")
         f.write("`python scripts/bench_train.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
-                [("device", args.device), ("steps", args.steps), ("rounds", args.rounds)]) + "`\n\n")
+                [("device", args.device), ("steps", args.steps), ("rounds", args.rounds),
+                 ("allocator", args.allocator)]) + "`\n\n")
         f.write(table.to_markdown(index=False) + "\n")
 
 

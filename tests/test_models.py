@@ -1,11 +1,14 @@
 import pyro
-import pyro.poutine as poutine
-from pyro.poutine.util import site_is_subsample
+import pyro.distributions as dist
 import pytest
 import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+from torch.distributions import kl_divergence
 
 from ppl_vae import VAE, DiagonalNormalGuide, ModelConfig, build_pair, make_guide
 from ppl_vae.likelihoods import LIKELIHOODS
+from ppl_vae.models import StandardNormal
 
 SHAPES = {"mlp": (1, 28, 28), "conv": (3, 32, 32)}
 
@@ -52,6 +55,29 @@ def test_prior_is_standard_normal_on_the_data_device_and_dtype():
     assert prior.base_dist.loc.dtype == torch.float64
     torch.testing.assert_close(prior.base_dist.loc, torch.zeros(3, 2, dtype=torch.float64), rtol=0, atol=0)
     torch.testing.assert_close(prior.base_dist.scale, torch.ones(3, 2, dtype=torch.float64), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("value_shape,batch_shape", [((4, 3), (4, 3)), ((7, 4, 3), (4, 3)), ((3,), (4, 3)),
+                                                     ((5, 1, 3), (4, 3))], ids=["same", "particles", "broadcast", "both"])
+def test_standard_normal_log_prob_and_gradient_equal_normal(value_shape, batch_shape):
+    value = torch.randn(value_shape, dtype=torch.float64, requires_grad=True)
+    loc = torch.zeros(batch_shape, dtype=torch.float64)
+    fast, reference = StandardNormal(loc, torch.ones_like(loc)), dist.Normal(loc, torch.ones_like(loc))
+    log_prob = fast.log_prob(value)
+    expected = reference.log_prob(value)
+    torch.testing.assert_close(log_prob, expected, rtol=1e-12, atol=1e-12)
+    (grad,) = torch.autograd.grad(log_prob.sum(), value)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), value)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+
+
+def test_standard_normal_expands_as_itself_and_has_normal_kl():
+    loc = torch.zeros(4, 3)
+    prior = StandardNormal(loc, torch.ones_like(loc)).expand((2, 4, 3))
+    assert type(prior) is StandardNormal and prior.batch_shape == (2, 4, 3)
+    q = dist.Normal(torch.randn(4, 3), torch.rand(4, 3) + 0.5)
+    torch.testing.assert_close(kl_divergence(q, prior), kl_divergence(q, dist.Normal(0.0, 1.0)).expand(2, 4, 3),
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_guide_is_diagonal_normal_from_encoder_heads():
