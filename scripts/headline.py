@@ -49,7 +49,7 @@ ROWS = {
                         "--z-dim", "20"], 100, 0, -101.5, "Pyro examples/vae: test ELBO about -101 to -102 (z=50, 100 epochs)"),
     "latent-2d": (["--dataset", "binarized-mnist", "--hidden-dims", "400", "--z-dim", "2"], 20, 0, None, ""),
     "dynamic-diag": ([*DYNAMIC, *IWAE_NET, "--guide", "diag"], 100, 5000, 86.76, BURDA),
-    "dynamic-iaf": ([*DYNAMIC, *IWAE_NET, "--guide", "iaf", "--num-flows", "4"], 100, 5000, 86.76, BURDA),
+    "dynamic-iaf": ([*DYNAMIC, *IWAE_NET, "--guide", "iaf", "--num-flows", "8"], 100, 5000, 86.76, BURDA),
     "static-diag": ([*STATIC, *RM_NET, "--guide", "diag"], 100, 5000, 89.9, REZENDE_DIAG),
     "static-planar": ([*STATIC, *RM_NET, "--guide", "planar", "--num-flows", "16"], 100, 5000, 85.1, REZENDE_PLANAR),
     "static-iaf": ([*STATIC, *RM_NET, "--guide", "iaf", "--num-flows", "2"], 100, 5000, 85.1, REZENDE_PLANAR),
