@@ -28,6 +28,8 @@ M_MMAP_THRESHOLD = -3
 # largest threshold they accept on 64-bit builds), and never trim the heap's top.
 MMAP_THRESHOLDS_BYTES = (1 << 30, 32 << 20)
 TRIM_THRESHOLD_BYTES = (1 << 31) - 1
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+ALLOCATORS = ("retain", "default")  # the benchmarks' --allocator choices
 
 
 def retain_freed_memory() -> bool:
@@ -36,7 +38,7 @@ def retain_freed_memory() -> bool:
     :returns: True if glibc accepted both settings; False where the C library is not glibc
         (macOS, Windows, musl), where nothing is changed.
     """
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not GLIBC:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -46,3 +48,12 @@ def retain_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     mmap_set = any(mallopt(M_MMAP_THRESHOLD, value) for value in MMAP_THRESHOLDS_BYTES)
     return mmap_set and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+
+
+def choose_allocator(name: str) -> str:
+    """Apply an allocator choice of :data:`ALLOCATORS` (``"retain"``: :func:`retain_freed_memory`).
+
+    :returns: the allocator in effect: ``"retain"``, or ``"default"`` where it was not asked
+        for or glibc is absent.
+    """
+    return "retain" if name == "retain" and retain_freed_memory() else "default"

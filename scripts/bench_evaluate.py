@@ -44,7 +44,7 @@ import torch
 from ppl_vae import ModelConfig, TrainConfig, build_pair, fit, load_dataset
 from ppl_vae.device import resolve_device
 from ppl_vae.evaluate import estimate_log_likelihood
-from ppl_vae.memory import retain_freed_memory
+from ppl_vae.memory import ALLOCATORS, choose_allocator
 
 MODELS = {
     "784-400-20 relu": ModelConfig(z_dim=20, hidden_dims=(400,), activation="relu"),
@@ -116,11 +116,11 @@ def main() -> None:
     parser.add_argument("--train-epochs", type=int, default=1)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--out", type=Path, default=Path("results"))
-    parser.add_argument("--allocator", choices=("retain", "default"), default="retain",
+    parser.add_argument("--allocator", choices=ALLOCATORS, default="retain",
                         help="retain: keep freed memory, as the ppl-vae command does (ppl_vae.memory); "
                              "default: glibc's defaults")
     args = parser.parse_args()
-    retained = args.allocator == "retain" and retain_freed_memory()
+    allocator = choose_allocator(args.allocator)
     device = resolve_device(args.device)
     pyro.set_rng_seed(0)
     data = load_dataset("binarized-mnist", args.data_dir, device)
@@ -154,7 +154,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         nll = -result.log_likelihood
         rows.append({
-            "model": name, "device": str(device), "allocator": "retain" if retained else "default",
+            "model": name, "device": str(device), "allocator": allocator,
             "num_datapoints": len(x), "num_samples": args.num_samples,
             "train_epochs": args.train_epochs, "test_nll": round(nll.mean().item(), 2),
             "nll_std_error": round((nll.std() / len(nll) ** 0.5).item(), 2), "seconds": round(seconds, 1),

@@ -36,7 +36,7 @@ from torch import nn
 
 from ppl_vae import ModelConfig, SVIStep, build_pair, load_dataset
 from ppl_vae.device import resolve_device
-from ppl_vae.memory import retain_freed_memory
+from ppl_vae.memory import ALLOCATORS, choose_allocator
 from ppl_vae.train import make_adam
 
 
@@ -111,11 +111,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="steps per method and round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path("results"))
-    parser.add_argument("--allocator", choices=("retain", "default"), default="retain",
+    parser.add_argument("--allocator", choices=ALLOCATORS, default="retain",
                         help="retain: keep freed memory, as the ppl-vae command does (ppl_vae.memory); "
                              "default: glibc's defaults")
     args = parser.parse_args()
-    retained = args.allocator == "retain" and retain_freed_memory()
+    allocator = choose_allocator(args.allocator)
     device = resolve_device(args.device)
     data = load_dataset("binarized-mnist", args.data_dir, device)
     pyro.set_rng_seed(0)
@@ -133,7 +133,7 @@ def main() -> None:
         reference = statistics.median(rates["plain-torch"])
         for name, values in rates.items():
             rows.append({
-                "device": str(device), "allocator": "retain" if retained else "default",
+                "device": str(device), "allocator": allocator,
                 "batch_size": batch_size, "method": name,
                 "images_per_s": round(statistics.median(values)),
                 "ratio_to_plain": round(statistics.median(values) / reference, 3),
