@@ -109,6 +109,10 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--patience", type=non_negative_int, default=0,
                    help="early stopping: stop when the validation ELBO has not improved for N epochs and "
                    "keep the best epoch (default 0: off)")
+    p.add_argument("--lr-decay", type=positive_float, default=1.0, metavar="FACTOR",
+                   help="multiply the learning rate by FACTOR in (0, 1] when the validation ELBO has not improved "
+                   "for --lr-patience epochs (default 1: off)")
+    p.add_argument("--lr-patience", type=non_negative_int, default=3, help="epochs before each decay (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: results/runs/<time>-<dataset>-<guide>)")
@@ -210,17 +214,20 @@ def build_on_device(config: ModelConfig, seed: int, device, distributed):
 
 def cmd_train_new(args: argparse.Namespace, distributed) -> int:
     device = distributed.device if distributed is not None else resolve_device(args.device)
+    if args.lr_decay > 1:
+        raise UsageError(f"--lr-decay must be in (0, 1] (1: off), got {args.lr_decay}")
     data = load_dataset(args.dataset, args.data_dir, device, args.validation_size)
-    if args.patience and data.valid is None:
-        raise UsageError(f"--patience needs a validation split; {args.dataset!r} has none: pass --validation-size N "
-                         "(e.g. 10000 for the MNIST family)")
+    for flag, used in (("--patience", args.patience), ("--lr-decay", args.lr_decay < 1)):
+        if used and data.valid is None:
+            raise UsageError(f"{flag} needs a validation split; {args.dataset!r} has none: pass --validation-size N "
+                             "(e.g. 10000 for the MNIST family)")
     config = model_config(args, data)
     model, guide = build_on_device(config, args.seed, device, distributed)
     check_data(model.likelihood, data)
     train_config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, elbo=args.elbo,
         num_particles=args.num_particles, beta=args.beta, warmup_epochs=args.warmup_epochs, seed=args.seed,
-        patience=args.patience,
+        patience=args.patience, lr_decay=args.lr_decay, lr_patience=args.lr_patience,
     )
     options = CheckpointOptions(args.checkpoint_every_steps, args.checkpoint_every_seconds, args.keep_checkpoints,
                                 args.on_nan, args.max_skipped)

@@ -188,6 +188,10 @@ class TrainConfig:
     :param patience: early stopping: stop when the validation ELBO has not improved for
         this many epochs, and keep the weights of the best epoch (0: off; needs a
         validation split).
+    :param lr_decay: multiply the learning rate by this factor whenever the validation ELBO
+        has not improved for ``lr_patience`` epochs (torch's ``ReduceLROnPlateau``;
+        1: off; needs a validation split).
+    :param lr_patience: epochs without improvement before each decay.
     """
 
     epochs: int = 10
@@ -199,6 +203,8 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     seed: int = 0
     patience: int = 0
+    lr_decay: float = 1.0
+    lr_patience: int = 3
 
     def to_dict(self) -> dict:
         return asdict(self)

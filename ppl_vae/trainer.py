@@ -19,6 +19,7 @@ import pandas as pd
 import pyro
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm.auto import tqdm
 
 from ppl_vae.checkpoint import CheckpointError, atomic_write
@@ -71,8 +72,11 @@ class Trainer:
             raise ValueError(f"batch size must be at least 1, got {config.batch_size}")
         if not config.beta > 0:
             raise ValueError(f"beta must be positive, got {config.beta}")
-        if config.patience and data.valid is None:
-            raise ValueError(f"early stopping needs a validation split; dataset {data.name!r} has none "
+        if not 0 < config.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1] (1: off), got {config.lr_decay}")
+        if (config.patience or config.lr_decay < 1) and data.valid is None:
+            what = "early stopping" if config.patience else "learning-rate decay"
+            raise ValueError(f"{what} needs a validation split; dataset {data.name!r} has none "
                              "(hold one out with --validation-size)")
         if distributed is not None and 0 < min(len(data.train) % config.batch_size or config.batch_size,
                                               config.batch_size) < distributed.world_size:
@@ -97,6 +101,7 @@ class Trainer:
         self.total, self.seen, self.seconds, self.skipped, self.skipped_in_a_row = 0.0, 0, 0.0, 0, 0
         self.best_valid, self.best_epoch = -math.inf, 0
         self.best_weights: dict[str, dict] = {}
+        self.scheduler: ReduceLROnPlateau | None = None  # made with the optimizer, when lr_decay < 1
         self.rows: list[dict] = []
         self.epoch_shuffle_state = self.shuffle.get_state()
         self.last_checkpoint = time.monotonic()
@@ -115,6 +120,7 @@ class Trainer:
             "epoch_shuffle_state": self.epoch_shuffle_state, "counters": json.dumps(counters),
             "rows": json.dumps(self.rows), "train_config": json.dumps(self.config.to_dict()),
             "extra": json.dumps(self.extra), "best_weights": self.best_weights,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -122,6 +128,8 @@ class Trainer:
         if isinstance(self.guide, nn.Module):
             self.guide.load_state_dict(state["guide"])
         self.step.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scheduler"):
+            self._scheduler().load_state_dict(state["scheduler"])
         self.step.validated = True
         for name, value in json.loads(state["counters"]).items():
             setattr(self, name, value)
@@ -157,6 +165,13 @@ class Trainer:
         modules = {"model": self.model, "guide": self.guide}
         self.best_weights = {name: {key: value.detach().clone() for key, value in module.state_dict().items()}
                              for name, module in modules.items() if isinstance(module, nn.Module)}
+
+    def _scheduler(self) -> ReduceLROnPlateau:
+        """The learning-rate schedule on the validation ELBO (made once the optimizer exists)."""
+        if self.scheduler is None:
+            self.scheduler = ReduceLROnPlateau(self.step.optimizer, mode="max", factor=self.config.lr_decay,
+                                               patience=self.config.lr_patience, threshold=0.0)
+        return self.scheduler
 
     def restore_best(self) -> dict | None:
         """Load the best epoch's weights (early stopping). :returns: that epoch's metrics row."""
@@ -212,7 +227,7 @@ class Trainer:
         for that many epochs; :meth:`restore_best` then loads the best epoch's weights.
 
         :param on_epoch: called with each epoch's metrics row (``epoch``, ``train_elbo``,
-            ``valid_elbo`` when there is a validation split, ``test_elbo``, ``beta``,
+            ``valid_elbo`` when there is a validation split, ``test_elbo``, ``beta``, ``lr``,
             ``skipped_steps``, ``seconds``).
         :param stop_requested: polled after each step; when true, a checkpoint is written
             and :class:`StopRequested` raised.
@@ -249,9 +264,12 @@ class Trainer:
                 row["valid_elbo"] = evaluate_elbo(self.model, self.guide, self.data, "valid",
                                                   distributed=self.distributed)
             row |= {"test_elbo": evaluate_elbo(self.model, self.guide, self.data, "test", distributed=self.distributed),
-                    "beta": self.step.kl.scale, "skipped_steps": self.skipped, "seconds": self.seconds}
+                    "beta": self.step.kl.scale, "lr": self.step.optimizer.param_groups[0]["lr"],
+                    "skipped_steps": self.skipped, "seconds": self.seconds}
             self.rows.append(row)
             self._track_best(row)
+            if self.config.lr_decay < 1:
+                self._scheduler().step(row["valid_elbo"])
             self.epoch, self.step_in_epoch, self.total, self.seen = self.epoch + 1, 0, 0.0, 0
             self.epoch_shuffle_state = self.shuffle.get_state()
             self.save()
@@ -293,7 +311,8 @@ def fit(model: nn.Module, guide, data: Dataset, config: TrainConfig,
     :param progress: show a tqdm progress bar with the running loss.
     :returns: one row per epoch: ``epoch``, ``train_elbo`` (the training objective per
         datapoint, averaged over the epoch's steps), ``test_elbo`` (the ELBO per datapoint
-        on the test split after the epoch), ``beta``, ``skipped_steps`` and ``seconds``
+        on the test split after the epoch), ``beta``, ``lr`` (Adam's learning rate in the
+        epoch), ``skipped_steps`` and ``seconds``
         (cumulative training time).
     With ``config.patience`` set (early stopping), the pair ends with the weights of the
     epoch with the best validation ELBO.

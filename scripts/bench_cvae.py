@@ -18,6 +18,7 @@ Usage::
 
     python scripts/bench_cvae.py --data-dir ../shared/data --epochs 10
     python scripts/bench_cvae.py --epochs 100 --validation-size 10000 --patience 3   # Pyro's budget
+    python scripts/bench_cvae.py --epochs 100 --validation-size 5000 --patience 6 --lr-decay 0.5 --lr-patience 2
 """
 
 import argparse
@@ -52,6 +53,9 @@ def main() -> None:
     parser.add_argument("--quadrants", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--validation-size", type=int, default=0, help="hold out N training images for validation")
     parser.add_argument("--patience", type=int, default=0, help="early stopping on the validation split (0: off)")
+    parser.add_argument("--lr-decay", type=float, default=1.0,
+                        help="multiply the learning rate by this when the validation ELBO stalls (1: off)")
+    parser.add_argument("--lr-patience", type=int, default=3, help="epochs without improvement before each decay")
     parser.add_argument("--quadrant-layout", default="pyro", choices=QUADRANT_LAYOUTS,
                         help="pyro: p(y|z), recognition net on the filled-in digit; visible: p(y|z, x_visible)")
     parser.add_argument("--out", type=Path, default=Path("results"))
@@ -71,7 +75,8 @@ def main() -> None:
                              visible_quadrants=visible, quadrant_layout=args.quadrant_layout)
         model, guide = build_pair(config)
         model, guide = model.to(device), guide.to(device)
-        train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, seed=0, patience=args.patience)
+        train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, seed=0, patience=args.patience,
+                            lr_decay=args.lr_decay, lr_patience=args.lr_patience)
         start = time.perf_counter()
         baseline = model.baseline.requires_grad_(True)
         epochs_run = {}
@@ -106,7 +111,8 @@ def write_markdown(table: pd.DataFrame, args) -> None:
         "# Quadrant completion on MNIST: baseline vs CVAE",
         "",
         f"`python scripts/bench_cvae.py --epochs {args.epochs} --num-samples {args.num_samples} "
-        f"--validation-size {args.validation_size} --patience {args.patience}` "
+        f"--validation-size {args.validation_size} --patience {args.patience}"
+        + (f" --lr-decay {args.lr_decay} --lr-patience {args.lr_patience}" if args.lr_decay < 1 else "") + "` "
         f"({args.dataset}; test split; nats per image over the hidden pixels)",
         "",
         "neg_conditional_elbo is the metric of Pyro's tutorial (pyro_tutorial_neg_elbo); for the baseline it is "

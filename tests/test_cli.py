@@ -52,6 +52,8 @@ BAD_INPUTS = {
     "beta": (["--beta", "0"], "must be positive"),
     "support": (["--dataset", "mnist-sample", "--likelihood", "bernoulli"], "needs binary data"),
     "data-dir": (["--dataset", "binarized-mnist-static", "--data-dir", "/nonexistent"], "binarized_mnist_train.amat"),
+    "lr-decay": (["--lr-decay", "1.5"], "--lr-decay must be in (0, 1] (1: off), got 1.5"),
+    "lr-decay-without-validation": (["--lr-decay", "0.5"], "--lr-decay needs a validation split"),
 }
 if not torch.cuda.is_available():
     BAD_INPUTS["cuda"] = (["--device", "cuda"], "CUDA is not available")

@@ -36,7 +36,7 @@ def test_two_epochs_raise_the_test_elbo_by_a_clear_margin(sample):
     assert before < -500  # a random decoder is close to 784 * log 1/2 = -543 nats
     assert after > before + 300, (before, after)
     assert metrics["test_elbo"].iloc[1] > metrics["test_elbo"].iloc[0]
-    assert list(metrics.columns) == ["epoch", "train_elbo", "test_elbo", "beta", "skipped_steps", "seconds"]
+    assert list(metrics.columns) == ["epoch", "train_elbo", "test_elbo", "beta", "lr", "skipped_steps", "seconds"]
 
 
 def test_same_seed_same_loss_sequence(sample):

@@ -47,3 +47,50 @@ def test_patience_without_a_validation_split_is_an_error():
     model, guide = build_pair(SMALL)
     with pytest.raises(ValueError, match="needs a validation split"):
         Trainer(model, guide, data, TrainConfig(patience=3))
+
+
+def test_learning_rate_decays_when_the_validation_elbo_stalls(data):
+    model, guide = build_pair(SMALL)
+    config = TrainConfig(epochs=10, batch_size=100, lr=0.1, lr_decay=0.5, lr_patience=0)
+    metrics = Trainer(model, guide, data, config).run(progress=False)
+    lrs = metrics["lr"].tolist()
+    assert lrs[0] == 0.1 and lrs[-1] < 0.1  # this large a rate stalls within 10 epochs
+    # the rate is halved after every lr_patience + 1 epochs in a row that do not beat the best
+    best, expected, stalled = -float("inf"), [0.1], 0
+    for valid in metrics["valid_elbo"].tolist()[:-1]:
+        stalled = 0 if valid > best else stalled + 1
+        best = max(best, valid)
+        decay = stalled > config.lr_patience
+        stalled = 0 if decay else stalled
+        expected.append(expected[-1] * (0.5 if decay else 1.0))
+    assert lrs == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("config, message", [
+    (TrainConfig(lr_decay=0.5), "needs a validation split"),
+    (TrainConfig(lr_decay=1.5), r"lr_decay must be in \(0, 1\]"),
+], ids=["no-validation", "decay-above-1"])
+def test_bad_learning_rate_decay(config, message):
+    data = load_dataset("binarized-mnist-sample")
+    model, guide = build_pair(SMALL)
+    with pytest.raises(ValueError, match=message):
+        Trainer(model, guide, data, config)
+
+
+def test_resume_keeps_the_learning_rate_schedule(data, tmp_path):
+    """A run resumed mid-epoch from a checkpoint decays the rate at the same epochs as one that never stopped."""
+    config = TrainConfig(epochs=10, batch_size=100, lr=0.1, lr_decay=0.5, lr_patience=0)
+
+    def pair():
+        torch.manual_seed(0)
+        return build_pair(SMALL)
+
+    reference = Trainer(*pair(), data, config, tmp_path, every_steps=5, keep=100).run(progress=False)
+    decayed = reference.loc[reference["lr"] < 0.1, "epoch"]
+    assert len(decayed) and decayed.min() > 2  # the schedule acted
+    # the middle of the epoch whose end decays the rate: a schedule that forgot the best ELBO so far would not
+    checkpoint = tmp_path / f"train-{(decayed.min() - 2) * 10 + 5:09d}.pt"
+    resumed = Trainer(*pair(), data, config)
+    resumed.load_state_dict(torch.load(checkpoint, weights_only=True))
+    metrics = resumed.run(progress=False)
+    assert metrics.drop(columns="seconds").equals(reference.drop(columns="seconds"))
