@@ -96,3 +96,26 @@ def load_pair(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.
     except RuntimeError as error:
         raise CheckpointError(f"{path} does not match its config: {str(error).splitlines()[0]}") from None
     return model.to(device), guide.to(device), payload["config"]
+
+
+TRAIN_FORMAT = "ppl_vae/train-1"  # the format tag of training checkpoints (ppl_vae.trainer)
+
+
+def latest_checkpoint(checkpoint_dir: Path, map_location="cpu") -> tuple[dict, Path, list[str]]:
+    """The newest training checkpoint that loads, newest first; broken ones are passed over.
+
+    :returns: ``(state, path, problems)`` where ``problems`` names the files passed over.
+    :raises CheckpointError: if no checkpoint loads.
+    """
+    problems = []
+    for path in sorted(Path(checkpoint_dir).glob("train-*.pt"), reverse=True):
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as error:
+            problems.append(f"{path.name}: {str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__}")
+            continue
+        if isinstance(state, dict) and state.get("format") == TRAIN_FORMAT:
+            return state, path, problems
+        problems.append(f"{path.name}: not a ppl_vae training checkpoint")
+    detail = f" ({'; '.join(problems)})" if problems else ""
+    raise CheckpointError(f"no loadable training checkpoint in {checkpoint_dir}{detail}")

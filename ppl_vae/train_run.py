@@ -22,7 +22,8 @@ from ppl_vae.checkpoint import save_checkpoint
 from ppl_vae.data import Dataset
 from ppl_vae.figures import plot_curves, save_figures
 from ppl_vae.train import TrainConfig
-from ppl_vae.trainer import StopRequested, Trainer, fit, latest_checkpoint
+from ppl_vae.checkpoint import latest_checkpoint
+from ppl_vae.trainer import StopRequested, Trainer, fit
 
 
 @dataclass

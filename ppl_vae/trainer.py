@@ -22,7 +22,7 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm.auto import tqdm
 
-from ppl_vae.checkpoint import CheckpointError, atomic_write
+from ppl_vae.checkpoint import TRAIN_FORMAT, atomic_write
 from ppl_vae.data import Dataset
 from ppl_vae.diagnose import nonfinite_site
 from ppl_vae.distributed import shard_batch
@@ -37,7 +37,6 @@ from ppl_vae.train import (
     model_arguments,
 )
 
-TRAIN_FORMAT = "ppl_vae/train-1"
 ON_NAN = ("stop", "skip")
 
 
@@ -276,26 +275,6 @@ class Trainer:
             if on_epoch is not None:
                 on_epoch(row)
         return pd.DataFrame(self.rows)
-
-
-def latest_checkpoint(checkpoint_dir: Path, map_location="cpu") -> tuple[dict, Path, list[str]]:
-    """The newest training checkpoint that loads, newest first; broken ones are passed over.
-
-    :returns: ``(state, path, problems)`` where ``problems`` names the files passed over.
-    :raises CheckpointError: if no checkpoint loads.
-    """
-    problems = []
-    for path in sorted(Path(checkpoint_dir).glob("train-*.pt"), reverse=True):
-        try:
-            state = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as error:
-            problems.append(f"{path.name}: {str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__}")
-            continue
-        if isinstance(state, dict) and state.get("format") == TRAIN_FORMAT:
-            return state, path, problems
-        problems.append(f"{path.name}: not a ppl_vae training checkpoint")
-    detail = f" ({'; '.join(problems)})" if problems else ""
-    raise CheckpointError(f"no loadable training checkpoint in {checkpoint_dir}{detail}")
 
 
 def fit(model: nn.Module, guide, data: Dataset, config: TrainConfig,

@@ -14,7 +14,7 @@ import torch
 from ppl_vae import ModelConfig, TrainConfig, Trainer, build_pair, load_dataset, load_pair, save_checkpoint
 from ppl_vae.checkpoint import load_checkpoint
 from ppl_vae.train import NonFiniteLossError
-from ppl_vae.trainer import latest_checkpoint
+from ppl_vae.checkpoint import latest_checkpoint
 
 TRAIN = ["train", "--dataset", "binarized-mnist-sample", "--epochs", "2", "--batch-size", "500", "--z-dim", "4",
          "--hidden-dims", "64", "--checkpoint-every-steps", "3", "--no-progress"]  # 20 steps per epoch
