@@ -18,11 +18,10 @@ import pandas as pd
 from torch import nn
 
 from ppl_vae.build import ModelConfig
-from ppl_vae.checkpoint import save_checkpoint
+from ppl_vae.checkpoint import latest_checkpoint, save_checkpoint
 from ppl_vae.data import Dataset
 from ppl_vae.figures import plot_curves, save_figures
 from ppl_vae.train import TrainConfig
-from ppl_vae.checkpoint import latest_checkpoint
 from ppl_vae.trainer import StopRequested, Trainer, fit
 
 
