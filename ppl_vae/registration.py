@@ -8,6 +8,7 @@ runs inside :func:`registration_skipped`, which saves the per-step cost of
 re-registering every parameter.
 """
 
+import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Iterator
@@ -19,9 +20,15 @@ _REGISTER: ContextVar[bool] = ContextVar("ppl_vae_register", default=True)
 
 
 def register(name: str, module: nn.Module) -> None:
-    """``pyro.module(name, module)``, unless inside :func:`registration_skipped`."""
+    """``pyro.module(name, module)``, unless inside :func:`registration_skipped`.
+
+    Frozen parameters (``requires_grad=False``, e.g. the quadrant CVAE's trained baseline)
+    stay out of the param store, as in ``pyro.module``, without its warning about them.
+    """
     if _REGISTER.get():
-        pyro.module(name, module)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*was not registered in the param store because requires_grad=False")
+            pyro.module(name, module)
 
 
 @contextmanager

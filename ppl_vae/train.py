@@ -26,28 +26,35 @@ from torch import nn
 
 from ppl_vae.data import Dataset
 from ppl_vae.distributed import shard_batch
+from ppl_vae.jit import JitTrace_ELBO, JitTraceMeanField_ELBO, is_jit
 from ppl_vae.kl_scale import LatentScaleMessenger
 from ppl_vae.registration import registration_skipped
 
 ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO}
+JIT_ELBOS = {"trace": JitTrace_ELBO, "mean-field": JitTraceMeanField_ELBO}
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss or the gradients became NaN or infinite."""
 
 
-def make_elbo(name: str = "trace", num_particles: int = 1) -> ELBO:
+def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False) -> ELBO:
     """Build a Pyro ELBO by name; particles are vectorized over a leading dimension.
 
     :param name: ``"trace"`` (:class:`~pyro.infer.Trace_ELBO`) or ``"mean-field"``
         (:class:`~pyro.infer.TraceMeanField_ELBO`, analytic KL where Pyro has one).
     :param num_particles: samples of z per datapoint and step.
+    :param jit: Pyro's JIT-compiled version of the same estimator (:mod:`ppl_vae.jit`),
+        for :class:`SVIStep`: the same loss on the same draws, less Python work per step.
     """
     if name not in ELBOS:
         raise ValueError(f"unknown ELBO {name!r}; choose from {', '.join(ELBOS)}")
     if num_particles < 1:
         raise ValueError(f"num_particles must be at least 1, got {num_particles}")
-    return ELBOS[name](num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1)
+    options = {"num_particles": num_particles, "vectorize_particles": num_particles > 1, "max_plate_nesting": 1}
+    if jit:
+        return JIT_ELBOS[name](**options, ignore_jit_warnings=True)
+    return ELBOS[name](**options)
 
 
 def make_adam(params, lr: float) -> torch.optim.Adam:
@@ -71,6 +78,11 @@ class SVIStep:
     :param distributed: data-parallel training (:mod:`ppl_vae.distributed`): the gradients
         and the loss are summed over ranks before the step, so every rank takes the step of
         the global batch.
+
+    With a JIT-compiled ELBO (``make_elbo(..., jit=True)``) the networks are registered in
+    a param store of the step's own (Pyro's ``param_store.scope``), from which the compiled
+    graph reads them, and the KL weight is passed to the graph as a tensor, so that warm-up
+    changes it without a recompilation.
     """
 
     def __init__(self, model, guide, elbo: ELBO, lr: float = 1e-3, beta: float = 1.0, distributed=None) -> None:
@@ -78,6 +90,8 @@ class SVIStep:
         self.kl = LatentScaleMessenger(beta)
         self.optimizer: torch.optim.Optimizer | None = None
         self.validated = False
+        self._param_state = None  # the step's own param store, for JIT-compiled ELBOs
+        self._scaled_model, self._scaled_guide = _latent_scaled(model), _latent_scaled(guide)
         if isinstance(model, nn.Module) and isinstance(guide, nn.Module):
             self.optimizer = make_adam(dict.fromkeys([*model.parameters(), *guide.parameters()]), lr)
 
@@ -95,6 +109,12 @@ class SVIStep:
     def loss(self, *args) -> torch.Tensor:
         """The differentiable ``-ELBO`` (KL term weighted by ``kl.scale``), summed over the batch."""
         weighted = self.kl.scale != 1  # at weight 1 the messenger would only cost time
+        if is_jit(self.elbo):
+            with pyro.get_param_store().scope(self._param_state) as self._param_state:
+                if not weighted:
+                    return self.elbo.differentiable_loss(self.model, self.guide, *args)
+                scale = torch.tensor(self.kl.scale, device=args[0].device)
+                return self.elbo.differentiable_loss(self._scaled_model, self._scaled_guide, scale, *args)
         model, guide = (self.kl(self.model), self.kl(self.guide)) if weighted else (self.model, self.guide)
         with registration_skipped():
             return self.elbo.differentiable_loss(model, guide, *args)
@@ -132,11 +152,34 @@ class SVIStep:
             if not math.isfinite(value):
                 self.optimizer.zero_grad(set_to_none=True)
                 raise NonFiniteLossError(f"the loss is {value}")
-        if grads and not torch.isfinite(torch.stack(torch._foreach_norm(grads))).all():
+        if grads and not all_finite(grads):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError("a gradient is not finite")
         self.optimizer.step()
         return value
+
+
+def _latent_scaled(fn: Callable) -> Callable:
+    """``fn`` with a leading argument, the KL weight, applied to its latent sites."""
+    def latent_scaled(scale: torch.Tensor, *args):
+        with LatentScaleMessenger(scale):
+            return fn(*args)
+    return latent_scaled
+
+
+@torch.no_grad()
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every element of ``tensors`` (on one device) is finite.
+
+    One fused pass, the check of torch's ``GradScaler`` (``_amp_foreach_non_finite_check_and_unscale_``
+    with a unit scale); where torch lacks it, the norms of the tensors.
+    """
+    found_non_finite = torch.zeros(1, device=tensors[0].device)
+    try:
+        torch._amp_foreach_non_finite_check_and_unscale_(tensors, found_non_finite, torch.ones_like(found_non_finite))
+    except (AttributeError, NotImplementedError, RuntimeError):
+        return bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
+    return not found_non_finite.item()
 
 
 @torch.no_grad()
@@ -192,6 +235,8 @@ class TrainConfig:
         has not improved for ``lr_patience`` epochs (torch's ``ReduceLROnPlateau``;
         1: off; needs a validation split).
     :param lr_patience: epochs without improvement before each decay.
+    :param jit: compile the ELBO with Pyro's JIT (:mod:`ppl_vae.jit`): the same loss on
+        the same draws, with less Python work per step.
     """
 
     epochs: int = 10
@@ -205,6 +250,7 @@ class TrainConfig:
     patience: int = 0
     lr_decay: float = 1.0
     lr_patience: int = 3
+    jit: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)

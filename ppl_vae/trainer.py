@@ -90,7 +90,7 @@ class Trainer:
         self.distributed = distributed
         pyro.set_rng_seed(config.seed)
         self.shuffle = torch.Generator().manual_seed(config.seed)
-        self.step = SVIStep(model, guide, make_elbo(config.elbo, config.num_particles), config.lr, config.beta,
+        self.step = SVIStep(model, guide, make_elbo(config.elbo, config.num_particles, config.jit), config.lr, config.beta,
                             distributed)
         self.arguments = model_arguments(model)
         self.steps_per_epoch = math.ceil(len(data.train) / config.batch_size)

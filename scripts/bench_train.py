@@ -8,6 +8,8 @@ interleaved round by round, it times:
   torch's fastest Adam here (``fused=True``);
 - ``ppl_vae``: :class:`ppl_vae.SVIStep`, i.e. ``Trace_ELBO().differentiable_loss`` on
   the library's model/guide pair, one fused Adam over all parameters;
+- ``ppl_vae-jit``: the same step with Pyro's JIT-compiled ``JitTrace_ELBO``
+  (``make_elbo("trace", jit=True)``, ``ppl-vae train --jit``);
 - ``pyro-svi``: the same pair under plain ``pyro.infer.SVI`` with ``pyro.optim.Adam``.
 
 Each round runs ``--steps`` steps per method; the median images/s over ``--rounds``
@@ -34,7 +36,7 @@ import torch.nn.functional as F
 from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 
-from ppl_vae import ModelConfig, SVIStep, build_pair, load_dataset
+from ppl_vae import ModelConfig, SVIStep, build_pair, load_dataset, make_elbo
 from ppl_vae.device import resolve_device
 from ppl_vae.memory import ALLOCATORS, choose_allocator
 from ppl_vae.train import make_adam
@@ -84,12 +86,17 @@ def ppl_vae_runner(device):
     return SVIStep(*pair(device), Trace_ELBO(), lr=1e-3)
 
 
+def ppl_vae_jit_runner(device):
+    return SVIStep(*pair(device), make_elbo("trace", jit=True), lr=1e-3)
+
+
 def pyro_svi_runner(device):
     model, guide = pair(device)
     return SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO()).step
 
 
-RUNNERS = {"plain-torch": plain_runner, "ppl_vae": ppl_vae_runner, "pyro-svi": pyro_svi_runner}
+RUNNERS = {"plain-torch": plain_runner, "ppl_vae": ppl_vae_runner, "ppl_vae-jit": ppl_vae_jit_runner,
+           "pyro-svi": pyro_svi_runner}
 
 
 def time_steps(step, batches, device) -> float:

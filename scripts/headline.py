@@ -22,8 +22,7 @@ Rows (``--rows`` picks some):
 - ``latent-2d``: a z_dim = 2 run on binarized MNIST for the latent scatter figure.
 
 All likelihood rows train with Adam at 1e-3 and stop after 10 epochs without a better
-validation ELBO, keeping the best epoch; the two dynamic rows also halve the learning rate
-after 5 such epochs.
+validation ELBO, keeping the best epoch, and halve the learning rate after 5 such epochs.
 
 Usage::
 
@@ -43,7 +42,7 @@ IWAE_NET = ["--hidden-dims", "200", "200", "--activation", "tanh", "--z-dim", "5
 RM_NET = ["--hidden-dims", "400", "--z-dim", "40"]
 LR_DECAY = ["--lr-decay", "0.5", "--lr-patience", "4"]  # halve the rate after 5 epochs without improvement
 DYNAMIC = ["--dataset", "binarized-mnist", "--validation-size", "10000", "--patience", "10", "--batch-size", "100", *LR_DECAY]
-STATIC = ["--dataset", "binarized-mnist-static", "--patience", "10", "--batch-size", "100"]
+STATIC = ["--dataset", "binarized-mnist-static", "--patience", "10", "--batch-size", "100", *LR_DECAY]
 BURDA = "Burda et al. 2015, VAE (k=1) 86.76; IWAE (k=50) 84.78"
 REZENDE_DIAG = "Rezende & Mohamed 2015, diagonal 89.9"
 REZENDE_PLANAR = "Rezende & Mohamed 2015, planar K=80 85.1"

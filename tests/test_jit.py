@@ -1,0 +1,135 @@
+import json
+
+import pyro
+import pytest
+import torch
+
+from ppl_vae import ModelConfig, SVIStep, build_pair, make_elbo
+from ppl_vae.cli import main
+from ppl_vae.jit import is_jit
+from ppl_vae.train import all_finite, model_arguments
+
+BASE = {"event_shape": (1, 28, 28), "z_dim": 5, "hidden_dims": (32,)}
+CASES = {
+    "diag": ({}, {}),
+    "diag-beta": ({}, {"beta": 0.5}),
+    "diag-mean-field": ({}, {"elbo": "mean-field"}),
+    "diag-3-particles": ({}, {"num_particles": 3}),
+    "iaf": ({"guide": "iaf", "guide_options": {"num_flows": 2}}, {}),
+    "planar": ({"guide": "planar", "guide_options": {"num_flows": 2}}, {}),
+    "full-rank": ({"guide": "full-rank"}, {}),
+    "conv": ({"network": "conv"}, {}),
+    "label-cvae": ({"conditional": "label", "num_classes": 10, "learned_prior": True}, {}),
+    "quadrant-cvae": ({"conditional": "quadrants", "visible_quadrants": 1}, {}),
+}
+
+
+def batch(n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return torch.bernoulli(torch.rand(n, 1, 28, 28, generator=generator), generator=generator), torch.arange(n) % 10
+
+
+def train_losses(jit: bool, model_options: dict, step_options: dict, sizes=(32, 32, 7, 32)) -> list[float]:
+    """Losses of SVIStep over batches of the given sizes (a 7 in the middle: a new shape)."""
+    pyro.set_rng_seed(0)
+    model, guide = build_pair(ModelConfig(**BASE, **model_options))
+    elbo = make_elbo(step_options.get("elbo", "trace"), step_options.get("num_particles", 1), jit=jit)
+    step = SVIStep(model, guide, elbo, lr=1e-2, beta=step_options.get("beta", 1.0))
+    args = model_arguments(model)(*batch())
+    return [step(*(a[:n] for a in args)) for n in sizes]
+
+
+@pytest.mark.parametrize("model_options, step_options", CASES.values(), ids=CASES.keys())
+def test_compiled_step_gives_the_uncompiled_loss_sequence(model_options, step_options):
+    eager = train_losses(False, model_options, step_options)
+    compiled = train_losses(True, model_options, step_options)
+    # the same draws: only float rounding (a few ulps per step, compounded by the updates) differs
+    torch.testing.assert_close(torch.tensor(compiled), torch.tensor(eager), rtol=1e-4, atol=0)
+    assert len(pyro.get_param_store().keys()) == 0  # the steps' own stores, not the global one
+
+
+@pytest.mark.parametrize("elbo_name", ["trace", "mean-field"])
+def test_compiled_gradients_match_on_the_same_draws(elbo_name):
+    """Pyro's own JitTrace_ELBO.differentiable_loss has twice this gradient (see ppl_vae.jit)."""
+    model, guide = build_pair(ModelConfig(**BASE, guide="iaf", guide_options={"num_flows": 2}))
+    x, _ = batch()
+    elbo = make_elbo(elbo_name, jit=True)
+    params = [*model.parameters(), *guide.parameters()]
+    with pyro.get_param_store().scope():
+        elbo.differentiable_loss(model, guide, x)  # compiles
+        pyro.set_rng_seed(5)
+        compiled = elbo.differentiable_loss(model, guide, x)
+        compiled_grads = torch.autograd.grad(compiled, params)
+    pyro.set_rng_seed(5)
+    eager = make_elbo(elbo_name).differentiable_loss(model, guide, x)
+    eager_grads = torch.autograd.grad(eager, params)
+    torch.testing.assert_close(compiled, eager, rtol=1e-6, atol=0)
+    for a, b in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_one_compilation_per_shape_not_per_call():
+    model, guide = build_pair(ModelConfig(**BASE))
+    step = SVIStep(model, guide, make_elbo(jit=True))
+    x, _ = batch()
+    for n in (32, 32, 7, 32, 7):
+        step(x[:n])
+    assert len(step.elbo._compiled_per_key) == 2
+
+
+def test_two_runs_with_the_same_module_names_keep_their_own_parameters():
+    (model1, guide1), (model2, guide2) = (build_pair(ModelConfig(**BASE)) for _ in range(2))
+    step1 = SVIStep(model1, guide1, make_elbo(jit=True), lr=1e-2)
+    step2 = SVIStep(model2, guide2, make_elbo(jit=True), lr=1e-2)
+    x, _ = batch()
+    for step, (trained, untouched) in ((step1, (guide1, guide2)), (step2, (guide2, guide1))):
+        before = {name: [p.detach().clone() for p in g.parameters()] for name, g in (("trained", trained),
+                                                                                     ("untouched", untouched))}
+        for _ in range(2):
+            step(x)
+        assert all(not torch.equal(p, q) for p, q in zip(before["trained"], trained.parameters()))
+        assert all(torch.equal(p, q) for p, q in zip(before["untouched"], untouched.parameters()))
+    assert len(pyro.get_param_store().keys()) == 0
+
+
+def test_kl_weight_changes_reach_the_compiled_loss_without_recompiling():
+    losses = {}
+    for jit in (False, True):
+        pyro.set_rng_seed(0)
+        model, guide = build_pair(ModelConfig(**BASE))
+        step = SVIStep(model, guide, make_elbo(jit=jit), lr=1e-2, beta=0.1)
+        x, _ = batch()
+        losses[jit] = []
+        for scale in (0.1, 0.4, 0.7):  # a warm-up
+            step.kl.scale = scale
+            losses[jit].append(step(x))
+    torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), rtol=1e-5, atol=0)
+    assert len(step.elbo._compiled_per_key) == 1
+    assert losses[True][1] != pytest.approx(losses[True][0], rel=1e-3)  # the weight did change the loss
+
+
+def test_make_elbo_jit_gives_pyros_compiled_estimators():
+    assert is_jit(make_elbo("trace", jit=True)) and is_jit(make_elbo("mean-field", jit=True))
+    assert not is_jit(make_elbo("trace")) and not is_jit(pyro.infer.TraceMeanField_ELBO())
+    assert is_jit(pyro.infer.JitTrace_ELBO())
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
+def test_all_finite_finds_one_bad_element(value):
+    tensors = [torch.randn(400, 784), torch.randn(20)]
+    assert all_finite(tensors)
+    tensors[1][7] = value
+    assert not all_finite(tensors)
+    assert torch.isfinite(tensors[0]).all()  # the check leaves finite values as they were
+
+
+def test_cli_jit_flag_trains_the_same_run(tmp_path):
+    metrics = {}
+    for flags in ([], ["--jit"]):
+        out = tmp_path / ("jit" if flags else "eager")
+        assert main(["train", "--dataset", "binarized-mnist-sample", "--epochs", "1", "--z-dim", "3", "--hidden-dims",
+                     "32", "--batch-size", "500", "--out", str(out), "--no-progress", *flags]) == 0
+        assert json.loads((out / "config.json").read_text())["train"]["jit"] == bool(flags)
+        metrics[bool(flags)] = (out / "metrics.csv").read_text().splitlines()[1].split(",")[1:3]  # train, test ELBO
+    torch.testing.assert_close(torch.tensor([float(v) for v in metrics[True]]),
+                               torch.tensor([float(v) for v in metrics[False]]), rtol=1e-4, atol=0)
