@@ -14,8 +14,9 @@ checked for NaN at every step.
 """
 
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import pyro
 import pyro.poutine as poutine
@@ -81,7 +82,8 @@ class SVIStep:
 
     With a JIT-compiled ELBO (``make_elbo(..., jit=True)``) the networks are registered in
     a param store of the step's own (Pyro's ``param_store.scope``), from which the compiled
-    graph reads them, and the KL weight is passed to the graph as a tensor, so that warm-up
+    graph reads them (plain callables keep their ``pyro.param``s in the global store), and
+    the KL weight is passed to the graph as a tensor, so that warm-up
     changes it without a recompilation.
     """
 
@@ -92,7 +94,8 @@ class SVIStep:
         self.validated = False
         self._param_state = None  # the step's own param store, for JIT-compiled ELBOs
         self._scaled_model, self._scaled_guide = _latent_scaled(model), _latent_scaled(guide)
-        if isinstance(model, nn.Module) and isinstance(guide, nn.Module):
+        self._modules_only = isinstance(model, nn.Module) and isinstance(guide, nn.Module)
+        if self._modules_only:
             self.optimizer = make_adam(dict.fromkeys([*model.parameters(), *guide.parameters()]), lr)
 
     def _make_optimizer(self, *args) -> torch.optim.Optimizer:
@@ -106,11 +109,21 @@ class SVIStep:
                 params.extend(site["value"].unconstrained() for site in trace.nodes.values() if site["type"] == "param")
         return make_adam(dict.fromkeys(params), self.lr)
 
+    @contextmanager
+    def _param_store(self) -> Iterator[None]:
+        """The step's own param store for networks (their names are the same in every run);
+        Pyro's global one for plain callables, whose ``pyro.param``s are the user's."""
+        if not self._modules_only:
+            yield
+            return
+        with pyro.get_param_store().scope(self._param_state) as self._param_state:
+            yield
+
     def loss(self, *args) -> torch.Tensor:
         """The differentiable ``-ELBO`` (KL term weighted by ``kl.scale``), summed over the batch."""
         weighted = self.kl.scale != 1  # at weight 1 the messenger would only cost time
         if is_jit(self.elbo):
-            with pyro.get_param_store().scope(self._param_state) as self._param_state:
+            with self._param_store():
                 if not weighted:
                     return self.elbo.differentiable_loss(self.model, self.guide, *args)
                 scale = torch.tensor(self.kl.scale, device=args[0].device)

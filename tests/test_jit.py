@@ -133,3 +133,29 @@ def test_cli_jit_flag_trains_the_same_run(tmp_path):
         metrics[bool(flags)] = (out / "metrics.csv").read_text().splitlines()[1].split(",")[1:3]  # train, test ELBO
     torch.testing.assert_close(torch.tensor([float(v) for v in metrics[True]]),
                                torch.tensor([float(v) for v in metrics[False]]), rtol=1e-4, atol=0)
+
+
+def toy_model(x):
+    loc = pyro.param("prior_loc", torch.zeros(2))
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", pyro.distributions.Normal(loc, 1.0).to_event(1))
+        pyro.sample("x", pyro.distributions.Normal(z, 1.0).to_event(1), obs=x)
+
+
+def toy_guide(x):
+    weight = pyro.param("weight", torch.zeros(2))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", pyro.distributions.Normal(weight * x, 0.8).to_event(1))
+
+
+def test_plain_callables_keep_their_params_in_the_global_store():
+    x = torch.randn(16, 2) + 3.0
+    losses = {}
+    for jit in (False, True):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        step = SVIStep(toy_model, toy_guide, make_elbo(jit=jit), lr=0.05)
+        losses[jit] = [step(x) for _ in range(5)]
+        assert set(pyro.get_param_store().keys()) == {"prior_loc", "weight"}
+        assert pyro.param("prior_loc").abs().sum() > 0  # the user's parameters were trained
+    torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), rtol=1e-5, atol=0)
