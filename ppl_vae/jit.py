@@ -5,13 +5,16 @@ and replays the recorded graph on later calls, which skips Pyro's per-step Pytho
 (messengers, traces, log-prob bookkeeping) but computes the same estimator on the same
 draws. Pyro keys the compiled graph by the number of arguments only, so a batch of another
 size (an epoch's last, partial batch) would replay a graph recorded for the old shape.
-The subclasses here compile once per ``(model, guide, shapes, dtypes, devices)`` instead.
+The subclasses here compile once per ``(model, guide, shapes, dtypes, devices)`` instead,
+compile on a fork of torch's RNG (so that a compiled run draws what an uncompiled one
+would), and mend two things in Pyro 1.9: ``JitTrace_ELBO.differentiable_loss`` has twice
+the ELBO's gradient, and ``JitTraceMeanField_ELBO`` recompiles at every call.
 
 As with Pyro's, the model and guide must have a static structure and take every tensor
 they depend on as an argument, and their parameters must be in Pyro's param store
 (``pyro.module``), from which the compiled graph reads them on every call.
-:class:`ppl_vae.SVIStep` gives each training run a param store of its own, so that two
-runs with the same module names do not share parameters.
+:class:`ppl_vae.SVIStep` gives the networks of each training run a param store of its
+own, so that two runs with the same module names do not share parameters.
 
 Example::
 
