@@ -9,8 +9,10 @@ Adam (fused where torch offers it) steps all parameters at once instead of one
 optimizer per parameter, and the networks' ``pyro.module`` registration is skipped in
 the hot loop (see :mod:`ppl_vae.registration`), since the optimizer holds the
 parameters itself. Pyro's and torch's argument validation runs on the first step, which
-catches shape and support errors, and is switched off after it; the loss is still
-checked for NaN at every step.
+catches shape and support errors, and is switched off after it; the loss and the
+gradients are still checked for NaN at every step. Optionally (``TrainConfig.jit``,
+``make_elbo(..., jit=True)``) the ELBO is Pyro's JIT-compiled one (:mod:`ppl_vae.jit`),
+which replays a recorded graph instead of running Pyro's Python machinery at every step.
 """
 
 import math
