@@ -218,6 +218,8 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
     device = distributed.device if distributed is not None else resolve_device(args.device)
     if args.lr_decay > 1:
         raise UsageError(f"--lr-decay must be in (0, 1] (1: off), got {args.lr_decay}")
+    if args.jit and distributed is not None:
+        raise UsageError("--jit does not support data-parallel training (torchrun); run without --jit")
     data = load_dataset(args.dataset, args.data_dir, device, args.validation_size)
     for flag, used in (("--patience", args.patience), ("--lr-decay", args.lr_decay < 1)):
         if used and data.valid is None:

@@ -90,6 +90,10 @@ class SVIStep:
     """
 
     def __init__(self, model, guide, elbo: ELBO, lr: float = 1e-3, beta: float = 1.0, distributed=None) -> None:
+        if distributed is not None and is_jit(elbo):
+            # the compiled graph would replay the first step's slice of the global batch's noise
+            raise ValueError("a JIT-compiled ELBO does not support data-parallel training; train without --jit "
+                             "under torchrun")
         self.model, self.guide, self.elbo, self.lr, self.distributed = model, guide, elbo, lr, distributed
         self.kl = LatentScaleMessenger(beta)
         self.optimizer: torch.optim.Optimizer | None = None

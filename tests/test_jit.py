@@ -159,3 +159,9 @@ def test_plain_callables_keep_their_params_in_the_global_store():
         assert set(pyro.get_param_store().keys()) == {"prior_loc", "weight"}
         assert pyro.param("prior_loc").abs().sum() > 0  # the user's parameters were trained
     torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), rtol=1e-5, atol=0)
+
+
+def test_data_parallel_training_is_refused():
+    model, guide = build_pair(ModelConfig(**BASE))
+    with pytest.raises(ValueError, match="does not support data-parallel training"):
+        SVIStep(model, guide, make_elbo(jit=True), distributed=object())
