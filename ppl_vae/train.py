@@ -95,7 +95,7 @@ class SVIStep:
             raise ValueError("a JIT-compiled ELBO does not support data-parallel training; train without --jit "
                              "under torchrun")
         self.model, self.guide, self.elbo, self.lr, self.distributed = model, guide, elbo, lr, distributed
-        self.kl = LatentScaleMessenger(beta)
+        self.kl = LatentScaleMessenger(beta)  # holds the KL weight (kl.scale) between steps
         self.optimizer: torch.optim.Optimizer | None = None
         self.validated = False
         self._param_state = None  # the step's own param store, for JIT-compiled ELBOs
@@ -127,14 +127,14 @@ class SVIStep:
 
     def loss(self, *args) -> torch.Tensor:
         """The differentiable ``-ELBO`` (KL term weighted by ``kl.scale``), summed over the batch."""
-        weighted = self.kl.scale != 1  # at weight 1 the messenger would only cost time
+        model, guide = self.model, self.guide
+        if self.kl.scale != 1:  # at weight 1 the messenger would only cost time
+            # the weight goes in as an argument, a tensor for a compiled ELBO, which then sees its changes
+            scale = torch.tensor(self.kl.scale, device=args[0].device) if is_jit(self.elbo) else self.kl.scale
+            model, guide, args = self._scaled_model, self._scaled_guide, (scale, *args)
         if is_jit(self.elbo):
             with self._param_store():
-                if not weighted:
-                    return self.elbo.differentiable_loss(self.model, self.guide, *args)
-                scale = torch.tensor(self.kl.scale, device=args[0].device)
-                return self.elbo.differentiable_loss(self._scaled_model, self._scaled_guide, scale, *args)
-        model, guide = (self.kl(self.model), self.kl(self.guide)) if weighted else (self.model, self.guide)
+                return self.elbo.differentiable_loss(model, guide, *args)
         with registration_skipped():
             return self.elbo.differentiable_loss(model, guide, *args)
 
@@ -179,8 +179,8 @@ class SVIStep:
 
 
 def _latent_scaled(fn: Callable) -> Callable:
-    """``fn`` with a leading argument, the KL weight, applied to its latent sites."""
-    def latent_scaled(scale: torch.Tensor, *args):
+    """``fn`` with a leading argument, the KL weight (a number or a tensor), applied to its latent sites."""
+    def latent_scaled(scale: float | torch.Tensor, *args):
         with LatentScaleMessenger(scale):
             return fn(*args)
     return latent_scaled
