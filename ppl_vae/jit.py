@@ -1,20 +1,25 @@
-"""Pyro's JIT-compiled ELBOs, compiled once per model, guide and input shape.
+"""Trace_ELBO's loss and gradient, compiled to one graph of tensor operations per input shape.
 
-:class:`pyro.infer.JitTrace_ELBO` traces ``Trace_ELBO``'s loss with ``torch.jit.trace``
-and replays the recorded graph on later calls, which skips Pyro's per-step Python work
-(messengers, traces, log-prob bookkeeping) but computes the same estimator on the same
-draws. Pyro keys the compiled graph by the number of arguments only, so a batch of another
-size (an epoch's last, partial batch) would replay a graph recorded for the old shape.
-The subclasses here compile once per ``(model, guide, shapes, dtypes, devices)`` instead,
-compile on a fork of torch's RNG (so that a compiled run draws what an uncompiled one
-would), and mend two things in Pyro 1.9: ``JitTrace_ELBO.differentiable_loss`` has twice
-the ELBO's gradient, and ``JitTraceMeanField_ELBO`` recompiles at every call.
+:class:`CompiledTrace_ELBO` runs Pyro's own :class:`~pyro.infer.Trace_ELBO` estimator (its
+``_get_traces`` and ``_differentiable_loss_particle``) once with ``make_fx`` from
+``torch.fx`` watching, together with autograd's backward pass, and records every tensor
+operation of the loss *and of its gradient* in one graph. Later calls with arguments of the
+same shapes replay that graph: Pyro's per-step Python work (messengers, traces, log-prob
+bookkeeping) and the autograd engine are skipped, and the graph's redundant operations
+(``x / 1``, ``x + 0``, aliases, transposes of transposes, unused results) are removed
+once. The estimator and its draws are unchanged: a compiled run gives the uncompiled
+run's loss sequence (the graph keeps the random draws as operations, and compiling draws
+from a fork of torch's RNG).
 
-As with Pyro's, the model and guide must have a static structure and take every tensor
-they depend on as an argument, and their parameters must be in Pyro's param store
-(``pyro.module``), from which the compiled graph reads them on every call.
-:class:`ppl_vae.SVIStep` gives the networks of each training run a param store of its
-own, so that two runs with the same module names do not share parameters.
+This plays the part of Pyro's ``JitTrace_ELBO`` (which records the loss alone with the
+deprecated ``torch.jit.trace`` and differentiates it with TorchScript's autodiff), with the
+same contract: the model and guide must have a static structure (no Python control flow
+on tensor values) and take every tensor they depend on as an argument, and their
+parameters must be in Pyro's param store (``pyro.module``, ``pyro.param``), from which they
+are read on every call. :class:`ppl_vae.SVIStep` gives the networks of each training run a
+param store of its own, so that two runs with the same module names do not share
+parameters. ``differentiable_loss`` returns the loss as a tensor whose ``backward()``
+delivers the recorded gradient, so the ELBO also works under ``pyro.infer.SVI``.
 
 Example::
 
@@ -22,63 +27,231 @@ Example::
     step(x)  # compiles for x.shape, then replays
 """
 
-import warnings
+from contextlib import contextmanager
+from typing import Iterator
+from unittest import mock
 
-import pyro.infer
+import pyro
+import pyro.infer.trace_elbo
+import pyro.infer.trace_mean_field_elbo
+import pyro.poutine as poutine
 import torch
-from pyro.infer import ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.runtime import am_i_wrapped
 from pyro.util import warn_if_nan
+from torch.fx import GraphModule, Node
+from torch.fx.experimental.proxy_tensor import make_fx
+
+aten = torch.ops.aten
 
 
-class _CompiledPerShape:
-    """Keep Pyro's compiled loss per model, guide and argument shapes."""
-
-    _compiled_attribute = "_loss_and_surrogate_loss"  # where Pyro's class keeps its compiled loss
+class CompiledELBO:
+    """Compile a Pyro ELBO's ``differentiable_loss`` with its gradient, once per argument shapes."""
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        key = (id(model), id(guide), *((tuple(a.shape), a.dtype, a.device) if torch.is_tensor(a) else a for a in args))
-        compiled = self.__dict__.setdefault("_compiled_per_key", {})
-        if key not in compiled:
-            self._loss_and_surrogate_loss = self._differentiable_loss = None  # Pyro builds a new one
-            # compiling runs the model and guide twice; it draws from a fork of torch's RNG,
-            # so that the compiled loss sees the draws the uncompiled one would have seen
-            cuda = sorted({a.device.index or 0 for a in args if torch.is_tensor(a) and a.device.type == "cuda"})
-            with torch.random.fork_rng(devices=cuda), warnings.catch_warnings():
-                # the user asked for torch.jit.trace, which torch 2.x deprecates
-                warnings.filterwarnings("ignore", message=".*torch.jit.trace. is deprecated", category=FutureWarning)
-                self._compiled_loss(model, guide, *args, **kwargs)
-            compiled[key] = getattr(self, self._compiled_attribute)
-        # Pyro's JitTraceMeanField_ELBO (1.9) keeps its loss in ``_differentiable_loss`` but
-        # recompiles whenever ``_loss_and_surrogate_loss`` is None, so both are set
-        self._loss_and_surrogate_loss = self._differentiable_loss = compiled[key]
-        return self._compiled_loss(model, guide, *args, **kwargs)
+        """The loss (``-ELBO``) as a tensor whose ``backward()`` adds the recorded gradient to
+        the parameters' ``.grad``."""
+        loss, gradients = self.loss_and_gradient(model, guide, *args, **kwargs)
+        params, grads = zip(*gradients)
+        return _PrecomputedGradient.apply(loss, grads, *params)
 
-    def _compiled_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        return super().differentiable_loss(model, guide, *args, **kwargs)
+    def loss_and_gradient(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, list[tuple]]:
+        """The loss and its gradient, without autograd.
+
+        :returns: the loss (``-ELBO``, a 0-dim tensor) and a list of ``(parameter, gradient)``,
+            the parameters unconstrained, as Pyro's param store holds them (the gradient is
+            None for a parameter the loss does not depend on).
+        """
+        names, graph = self._compiled(model, guide, args, kwargs)
+        if am_i_wrapped():  # e.g. inside pyro.infer.SVI's parameter capture, which must see the reads
+            params = [pyro.param(name).unconstrained() for name in names]
+        else:
+            store = dict(pyro.get_param_store().named_parameters())
+            params = [store[name] for name in names]
+        with torch.no_grad():
+            loss, grads = graph(params, args)
+        return loss, list(zip(params, grads))
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """For ``pyro.infer.SVI``: the loss, with its gradient added to the parameters' ``.grad``."""
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return warn_if_nan(loss.item(), "loss")
+
+    def _compiled(self, model, guide, args: tuple, kwargs: dict) -> tuple[list[str], GraphModule]:
+        key = (id(model), id(guide), *(_signature(a) for a in args), *sorted(kwargs.items()))
+        graphs = self.__dict__.setdefault("_graphs", {})
+        if key not in graphs:
+            graphs[key] = self._compile(model, guide, args, kwargs)
+        return graphs[key]
+
+    def _compile(self, model, guide, args: tuple, kwargs: dict) -> tuple[list[str], GraphModule]:
+        def loss_and_gradient(params: list[torch.Tensor], args: tuple):
+            loss, surrogate_loss = self._loss_and_surrogate_loss(model, guide, args, kwargs)
+            grads = torch.autograd.grad(surrogate_loss, params, allow_unused=True)
+            return loss.detach(), grads
+
+        # compiling runs the model and guide twice, on a fork of torch's RNG, so that the
+        # compiled loss sees the draws the uncompiled one would have seen
+        cuda = sorted({a.device.index or 0 for a in args if torch.is_tensor(a) and a.device.type == "cuda"})
+        with torch.random.fork_rng(devices=cuda), pyro.validation_enabled(False), _tensor_valued_losses():
+            with poutine.block(), poutine.trace(param_only=True) as capture:  # creates the parameters
+                self._loss_and_surrogate_loss(model, guide, args, kwargs)
+                names = list(capture.trace.nodes)
+                params = [pyro.param(name).unconstrained() for name in names]
+                graph = make_fx(loss_and_gradient, tracing_mode="real")(params, args)
+        return names, remove_redundant_operations(graph)
+
+    def _loss_and_surrogate_loss(self, model, guide, args: tuple, kwargs: dict):
+        """``Trace_ELBO.differentiable_loss`` without its conversion of the loss to a number."""
+        loss = surrogate_loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            loss_particle, surrogate_loss_particle = self._differentiable_loss_particle(model_trace, guide_trace)
+            loss = loss + loss_particle / self.num_particles
+            surrogate_loss = surrogate_loss + surrogate_loss_particle / self.num_particles
+        return loss, surrogate_loss
 
 
-class JitTrace_ELBO(_CompiledPerShape, pyro.infer.JitTrace_ELBO):
-    """:class:`pyro.infer.JitTrace_ELBO`, compiled once per model, guide and input shape."""
+class CompiledTrace_ELBO(CompiledELBO, Trace_ELBO):
+    """:class:`~pyro.infer.Trace_ELBO` with its loss and gradient compiled once per input shape.
 
-    def _compiled_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        # Pyro 1.9's JitTrace_ELBO.differentiable_loss returns ``loss + (surrogate - surrogate.detach())``
-        # with gradients through both terms: twice the ELBO's gradient. The value of the loss
-        # with the gradient of the surrogate is what Trace_ELBO.differentiable_loss returns.
-        loss, surrogate_loss = self.loss_and_surrogate_loss(model, guide, *args, **kwargs)
-        loss = warn_if_nan(loss.detach(), "loss")
-        return loss + (surrogate_loss - surrogate_loss.detach())
+    Example::
+
+        elbo = CompiledTrace_ELBO(max_plate_nesting=1)
+        svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), elbo)
+    """
 
 
-class JitTraceMeanField_ELBO(_CompiledPerShape, pyro.infer.JitTraceMeanField_ELBO):
-    """:class:`pyro.infer.JitTraceMeanField_ELBO`, compiled once per model, guide and input shape."""
-
-    _compiled_attribute = "_differentiable_loss"
+class CompiledTraceMeanField_ELBO(CompiledELBO, TraceMeanField_ELBO):
+    """:class:`~pyro.infer.TraceMeanField_ELBO` with its loss and gradient compiled once per input shape."""
 
 
-_PYRO_JIT_ELBOS = (pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO, pyro.infer.JitTraceGraph_ELBO,
-                   pyro.infer.JitTraceEnum_ELBO)
+class _PrecomputedGradient(torch.autograd.Function):
+    """The loss as a function of the parameters, with the gradient recorded beside it."""
+
+    @staticmethod
+    def forward(ctx, loss: torch.Tensor, grads: tuple, *params: torch.Tensor) -> torch.Tensor:
+        ctx.grads = grads
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        grads, ctx.grads = ctx.grads, None
+        return None, None, *(None if g is None else g * grad_output for g in grads)
+
+
+def _signature(value):
+    return (tuple(value.shape), value.dtype, value.device) if torch.is_tensor(value) else value
+
+
+@contextmanager
+def _tensor_valued_losses() -> Iterator[None]:
+    """Keep Pyro's ELBOs from converting the loss to a Python number (a constant in the graph)."""
+    with (mock.patch.object(pyro.infer.trace_elbo, "torch_item", lambda x: x),
+          mock.patch.object(pyro.infer.trace_mean_field_elbo, "torch_item", lambda x: x)):
+        yield
+
+
+_NEUTRAL = {aten.add.Tensor: 0, aten.sub.Tensor: 0, aten.mul.Tensor: 1, aten.div.Tensor: 1,
+            aten.add.Scalar: 0, aten.sub.Scalar: 0, aten.mul.Scalar: 1, aten.div.Scalar: 1,
+            aten.pow.Tensor_Scalar: 1}
+
+
+def remove_redundant_operations(graph: GraphModule) -> GraphModule:
+    """Remove operations that return their input unchanged or repeat an earlier one, in place.
+
+    ``x + 0``, ``x - 0``, ``x * 1``, ``x / 1``, ``x ** 1``, ``alias(x)``, ``t(t(x))`` and
+    views and expansions to the shape, dtype and strides ``x`` has are replaced by ``x``; a
+    deterministic operation already applied to the same inputs is replaced by the earlier
+    result (common subexpressions: Trace_ELBO computes the loss and its surrogate apart);
+    results nobody uses are dropped. Nothing that an in-place operation writes to is touched.
+    """
+    changed = True
+    while changed:
+        changed = False
+        written = _written(graph.graph)
+        seen = {}
+        for node in list(graph.graph.nodes):
+            if node in written or any(a in written for a in node.all_input_nodes):
+                continue
+            source = _unchanged_input(node)
+            if source is None and _is_pure(node):
+                source = seen.setdefault((node.target, _hashable(node.args), _hashable(node.kwargs)), node)
+            if source is not None and source is not node and _same_layout(node, source):
+                node.replace_all_uses_with(source)
+                graph.graph.erase_node(node)
+                changed = True
+        graph.graph.eliminate_dead_code()
+    graph.recompile()
+    return graph
+
+
+def _is_pure(node: Node) -> bool:
+    """A deterministic, out-of-place tensor operation that allocates a result of its own."""
+    target = node.target
+    return (node.op == "call_function" and isinstance(target, torch._ops.OpOverload) and not target._schema.is_mutable
+            and torch.Tag.nondeterministic_seeded not in target.tags and "empty" not in target.__name__)
+
+
+def _hashable(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
+def _unchanged_input(node: Node) -> Node | None:
+    if node.op != "call_function" or node.kwargs:
+        return None
+    args, target = node.args, node.target
+    if target in _NEUTRAL and len(args) == 2 and not isinstance(args[1], Node) and args[1] == _NEUTRAL[target]:
+        source = args[0]
+    elif target in (aten.alias.default, aten.view.default, aten.expand.default):
+        source = args[0]
+    elif target is aten.t.default and isinstance(args[0], Node) and args[0].target is aten.t.default:
+        source = args[0].args[0]
+    else:
+        return None
+    return source if isinstance(source, Node) else None
+
+
+def _written(graph: torch.fx.Graph) -> set[Node]:
+    """The nodes whose values an in-place operation changes, directly or through a view."""
+    written = set()
+    for node in graph.nodes:
+        if _is_in_place(node):
+            stack = list(node.all_input_nodes)
+            while stack:
+                value = stack.pop()
+                if value not in written:
+                    written.add(value)
+                    if _returns_view(value):  # its input shares the memory
+                        stack.extend(value.all_input_nodes)
+    return written
+
+
+def _is_in_place(node: Node) -> bool:
+    schema = getattr(node.target, "_schema", None)
+    return node.op == "call_function" and schema is not None and schema.is_mutable
+
+
+def _returns_view(node: Node) -> bool:
+    schema = getattr(node.target, "_schema", None)
+    return node.op == "call_function" and (schema is None or any(r.alias_info is not None for r in schema.returns))
+
+
+def _same_layout(a: Node, b: Node) -> bool:
+    va, vb = a.meta.get("val"), b.meta.get("val")
+    return (torch.is_tensor(va) and torch.is_tensor(vb) and va.shape == vb.shape and va.dtype == vb.dtype
+            and va.device == vb.device and va.stride() == vb.stride())
+
+
+_COMPILED_ELBOS = (CompiledELBO, pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO,
+                   pyro.infer.JitTraceGraph_ELBO, pyro.infer.JitTraceEnum_ELBO)
 
 
 def is_jit(elbo: ELBO) -> bool:
-    """Whether ``elbo`` is one of Pyro's JIT-compiled ELBOs, which read the parameters from the param store."""
-    return isinstance(elbo, _PYRO_JIT_ELBOS)
+    """Whether ``elbo`` is compiled (this module's, or Pyro's JIT ELBOs): it reads the
+    parameters from the param store."""
+    return isinstance(elbo, _COMPILED_ELBOS)

@@ -29,12 +29,17 @@ from torch import nn
 
 from ppl_vae.data import Dataset
 from ppl_vae.distributed import shard_batch
-from ppl_vae.jit import JitTrace_ELBO, JitTraceMeanField_ELBO, is_jit
+from ppl_vae.jit import (
+    CompiledELBO,
+    CompiledTrace_ELBO,
+    CompiledTraceMeanField_ELBO,
+    is_jit,
+)
 from ppl_vae.kl_scale import LatentScaleMessenger
 from ppl_vae.registration import registration_skipped
 
 ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO}
-JIT_ELBOS = {"trace": JitTrace_ELBO, "mean-field": JitTraceMeanField_ELBO}
+JIT_ELBOS = {"trace": CompiledTrace_ELBO, "mean-field": CompiledTraceMeanField_ELBO}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -56,7 +61,7 @@ def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False) ->
         raise ValueError(f"num_particles must be at least 1, got {num_particles}")
     options = {"num_particles": num_particles, "vectorize_particles": num_particles > 1, "max_plate_nesting": 1}
     if jit:
-        return JIT_ELBOS[name](**options, ignore_jit_warnings=True)
+        return JIT_ELBOS[name](**options)
     return ELBOS[name](**options)
 
 
@@ -127,16 +132,28 @@ class SVIStep:
 
     def loss(self, *args) -> torch.Tensor:
         """The differentiable ``-ELBO`` (KL term weighted by ``kl.scale``), summed over the batch."""
-        model, guide = self.model, self.guide
-        if self.kl.scale != 1:  # at weight 1 the messenger would only cost time
-            # the weight goes in as an argument, a tensor for a compiled ELBO, which then sees its changes
-            scale = torch.tensor(self.kl.scale, device=args[0].device) if is_jit(self.elbo) else self.kl.scale
-            model, guide, args = self._scaled_model, self._scaled_guide, (scale, *args)
+        model, guide, args = self._weighted(*args)
         if is_jit(self.elbo):
             with self._param_store():
                 return self.elbo.differentiable_loss(model, guide, *args)
         with registration_skipped():
             return self.elbo.differentiable_loss(model, guide, *args)
+
+    def _weighted(self, *args) -> tuple:
+        """The model, guide and arguments whose ELBO weights the KL term by ``kl.scale``."""
+        if self.kl.scale == 1:  # at weight 1 the messenger would only cost time
+            return self.model, self.guide, args
+        # the weight goes in as an argument, a tensor for a compiled ELBO, which then sees its changes
+        scale = torch.tensor(self.kl.scale, device=args[0].device) if is_jit(self.elbo) else self.kl.scale
+        return self._scaled_model, self._scaled_guide, (scale, *args)
+
+    def _loss_and_gradient(self, *args) -> tuple[torch.Tensor, list[tuple] | None]:
+        """The loss, and for a compiled ELBO its recorded gradient (else None: autograd's job)."""
+        if not isinstance(self.elbo, CompiledELBO):
+            return self.loss(*args), None
+        model, guide, args = self._weighted(*args)
+        with self._param_store():
+            return self.elbo.loss_and_gradient(model, guide, *args)
 
     def __call__(self, *args) -> float:
         """Take one step. :returns: the loss before the step (sum over the batch; over the
@@ -146,7 +163,7 @@ class SVIStep:
             are then left as they were.
         """
         with pyro.validation_enabled(is_validation_enabled() and not self.validated):
-            loss = self.loss(*args)
+            loss, gradients = self._loss_and_gradient(*args)
         self.validated = True
         if self.optimizer is None:
             self.optimizer = self._make_optimizer(*args)
@@ -155,7 +172,11 @@ class SVIStep:
             if not math.isfinite(value):
                 raise NonFiniteLossError(f"the loss is {value}")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if gradients is None:
+                loss.backward()
+            else:  # recorded with the loss; autograd has nothing to do
+                for param, grad in gradients:
+                    param.grad = grad
             grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
         else:  # every rank must reach the all-reduce, even with a non-finite loss
             self.optimizer.zero_grad(set_to_none=False)

@@ -8,8 +8,8 @@ interleaved round by round, it times:
   torch's fastest Adam here (``fused=True``);
 - ``ppl_vae``: :class:`ppl_vae.SVIStep`, i.e. ``Trace_ELBO().differentiable_loss`` on
   the library's model/guide pair, one fused Adam over all parameters;
-- ``ppl_vae-jit``: the same step with Pyro's JIT-compiled ``JitTrace_ELBO``
-  (``make_elbo("trace", jit=True)``, ``ppl-vae train --jit``);
+- ``ppl_vae-jit``: the same step with the compiled Trace_ELBO, loss and gradient recorded
+  once as one graph (:mod:`ppl_vae.jit`; ``make_elbo("trace", jit=True)``, ``ppl-vae train --jit``);
 - ``pyro-svi``: the same pair under plain ``pyro.infer.SVI`` with ``pyro.optim.Adam``.
 
 Each round runs ``--steps`` steps per method; the median images/s over ``--rounds``
