@@ -27,8 +27,9 @@ Example::
     step(x)  # compiles for x.shape, then replays
 """
 
+import math
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 from unittest import mock
 
 import pyro
@@ -41,6 +42,7 @@ from pyro.poutine.runtime import am_i_wrapped
 from pyro.util import warn_if_nan
 from torch.fx import GraphModule, Node
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.utils._pytree import tree_leaves
 
 aten = torch.ops.aten
 
@@ -62,15 +64,16 @@ class CompiledELBO:
             the parameters unconstrained, as Pyro's param store holds them (the gradient is
             None for a parameter the loss does not depend on).
         """
-        names, graph = self._compiled(model, guide, args, kwargs)
+        names, used, replay = self._compiled(model, guide, args, kwargs)
         if am_i_wrapped():  # e.g. inside pyro.infer.SVI's parameter capture, which must see the reads
             params = [pyro.param(name).unconstrained() for name in names]
         else:
             store = dict(pyro.get_param_store().named_parameters())
             params = [store[name] for name in names]
         with torch.no_grad():
-            loss, grads = graph(params, args)
-        return loss, list(zip(params, grads))
+            loss, *grads = replay(*params, *tree_leaves(args))
+        grads = iter(grads)
+        return loss, [(param, next(grads) if is_used else None) for param, is_used in zip(params, used)]
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
         """For ``pyro.infer.SVI``: the loss, with its gradient added to the parameters' ``.grad``."""
@@ -78,18 +81,24 @@ class CompiledELBO:
         loss.backward()
         return warn_if_nan(loss.item(), "loss")
 
-    def _compiled(self, model, guide, args: tuple, kwargs: dict) -> tuple[list[str], GraphModule]:
+    def _compiled(self, model, guide, args: tuple, kwargs: dict) -> tuple[list[str], list[bool], Callable]:
         key = (id(model), id(guide), *(_signature(a) for a in args), *sorted(kwargs.items()))
         graphs = self.__dict__.setdefault("_graphs", {})
         if key not in graphs:
             graphs[key] = self._compile(model, guide, args, kwargs)
         return graphs[key]
 
-    def _compile(self, model, guide, args: tuple, kwargs: dict) -> tuple[list[str], GraphModule]:
+    def _compile(self, model, guide, args: tuple, kwargs: dict) -> tuple[list[str], list[bool], Callable]:
+        """Record the loss and gradient: the parameters' names, whether the loss depends on
+        each, and a function of the parameters and the arguments' tensors that returns the
+        loss and the gradients of the used parameters."""
+        used = []
+
         def loss_and_gradient(params: list[torch.Tensor], args: tuple):
             loss, surrogate_loss = self._loss_and_surrogate_loss(model, guide, args, kwargs)
             grads = torch.autograd.grad(surrogate_loss, params, allow_unused=True)
-            return loss.detach(), grads
+            used.extend(g is not None for g in grads)
+            return loss.detach(), [g for g in grads if g is not None]
 
         # compiling runs the model and guide twice, on a fork of torch's RNG, so that the
         # compiled loss sees the draws the uncompiled one would have seen
@@ -100,7 +109,7 @@ class CompiledELBO:
                 names = list(capture.trace.nodes)
                 params = [pyro.param(name).unconstrained() for name in names]
                 graph = make_fx(loss_and_gradient, tracing_mode="real")(params, args)
-        return names, remove_redundant_operations(graph)
+        return names, used, as_python_function(remove_redundant_operations(graph))
 
     def _loss_and_surrogate_loss(self, model, guide, args: tuple, kwargs: dict):
         """``Trace_ELBO.differentiable_loss`` without its conversion of the loss to a number."""
@@ -245,6 +254,46 @@ def _same_layout(a: Node, b: Node) -> bool:
     va, vb = a.meta.get("val"), b.meta.get("val")
     return (torch.is_tensor(va) and torch.is_tensor(vb) and va.shape == vb.shape and va.dtype == vb.dtype
             and va.device == vb.device and va.stride() == vb.stride())
+
+
+def as_python_function(graph: GraphModule) -> Callable:
+    """The graph as a Python function of its inputs' tensors, flat, returning its outputs', flat.
+
+    The code that ``torch.fx`` writes calls every operator through ``OpOverload.__call__``
+    and packs inputs and outputs into pytrees; this one calls the C++ operators directly,
+    which saves a few percent of a small network's step.
+    """
+    names, constants, lines = {}, {}, []
+
+    def expression(value) -> str:
+        if isinstance(value, Node):
+            return names[value]
+        if isinstance(value, (list, tuple)):
+            items = ", ".join(expression(v) for v in value)
+            return f"[{items}]" if isinstance(value, list) else f"({items},)"
+        if value is None or isinstance(value, (bool, int, str)) or (isinstance(value, float) and math.isfinite(value)):
+            return repr(value)
+        constants[f"c{len(constants)}"] = value  # dtypes, devices, tensors, inf, nan
+        return f"c{len(constants) - 1}"
+
+    for node in graph.graph.nodes:
+        if node.op == "placeholder":
+            names[node] = f"v{len(names)}"
+        elif node.op == "get_attr":
+            names[node] = expression(getattr(graph, node.target))
+        elif node.op == "call_function":
+            function = expression(getattr(node.target, "_op", node.target))
+            arguments = [expression(a) for a in node.args] + [f"{k}={expression(v)}" for k, v in node.kwargs.items()]
+            names[node] = f"v{len(names)}"
+            lines.append(f"    {names[node]} = {function}({', '.join(arguments)})")
+        elif node.op == "output":
+            lines.append(f"    return {expression(tree_leaves(node.args[0]))}")
+        else:
+            raise NotImplementedError(f"graph node {node.op} {node.target}")
+    inputs = [names[n] for n in graph.graph.nodes if n.op == "placeholder"]
+    source = f"def replay({', '.join(inputs)}):\n" + "\n".join(lines) + "\n"
+    exec(compile(source, "<ppl_vae.jit graph>", "exec"), constants)
+    return constants["replay"]
 
 
 _COMPILED_ELBOS = (CompiledELBO, pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO,

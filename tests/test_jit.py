@@ -10,6 +10,7 @@ from ppl_vae.cli import main
 from ppl_vae.jit import (
     CompiledTrace_ELBO,
     CompiledTraceMeanField_ELBO,
+    as_python_function,
     is_jit,
     remove_redundant_operations,
 )
@@ -245,3 +246,18 @@ def test_redundant_operations_are_removed_unless_written_in_place():
     assert targets.count(torch.ops.aten.sin.default) == 2  # x changed in between
     assert targets.count(torch.ops.aten.mul.Tensor) == 2  # y * 1, written in place, and the view's * 2 stay
     assert len(simplified.graph.nodes) < before
+
+
+def test_python_function_of_a_graph_matches_the_graph():
+    """Constants of every kind (a tensor, a dtype, a device, inf), a multi-output operator, flat outputs."""
+    def f(x, y):
+        values, indices = torch.max(x, dim=0)
+        clamped = x.clamp(max=float("inf")) + torch.tensor([1.0, 2.0, 3.0])
+        return [values * y, indices.to(torch.float64), clamped.sum() + torch.zeros((), device=x.device)]
+
+    x, y = torch.randn(4, 3), torch.randn(3)
+    graph = make_fx(f, tracing_mode="real")(x, y)
+    replay = as_python_function(graph)
+    for expected, actual in zip(f(x, y), replay(x, y)):
+        torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+        assert actual.dtype == expected.dtype
