@@ -100,12 +100,14 @@ class CompiledELBO:
         # compiling runs the model and guide twice, on a fork of torch's RNG, so that the
         # compiled loss sees the draws the uncompiled one would have seen
         cuda = sorted({a.device.index or 0 for a in args if torch.is_tensor(a) and a.device.type == "cuda"})
-        with torch.random.fork_rng(devices=cuda), pyro.validation_enabled(False), _tensor_valued_losses():
-            with poutine.block(), poutine.trace(param_only=True) as capture:  # creates the parameters
+        with torch.random.fork_rng(devices=cuda), _tensor_valued_losses():
+            with poutine.block(), poutine.trace(param_only=True) as capture:
+                # creates the parameters, and checks shapes and supports if validation is on
                 self._loss_and_surrogate_loss(model, guide, args, kwargs)
                 names = list(capture.trace.nodes)
                 params = [pyro.param(name).unconstrained() for name in names]
-                graph = make_fx(loss_and_gradient, tracing_mode="real")(params, args)
+                with pyro.validation_enabled(False):  # the checks would be recorded as constants
+                    graph = make_fx(loss_and_gradient, tracing_mode="real")(params, args)
         return names, used, as_python_function(remove_redundant_operations(graph))
 
     def _loss_and_surrogate_loss(self, model, guide, args: tuple, kwargs: dict):

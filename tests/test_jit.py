@@ -216,3 +216,12 @@ def test_score_function_estimator_keeps_loss_and_surrogate_apart():
     torch.testing.assert_close(loss, eager_loss, rtol=1e-6, atol=0)
     torch.testing.assert_close(grad, eager_grad, rtol=1e-5, atol=0)
     assert grad.abs() > 0
+
+
+def test_compiling_validates_the_data_like_the_uncompiled_step():
+    model, guide = build_pair(ModelConfig(**BASE))  # Bernoulli likelihood
+    step = SVIStep(model, guide, make_elbo(jit=True))
+    x, _ = batch()
+    with pytest.raises(ValueError, match="support"):
+        step(x * 0.5)  # not binary
+    step(x)  # binary data compiles and steps
