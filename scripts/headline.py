@@ -56,7 +56,7 @@ ROWS = {
     "dynamic-iaf": ([*DYNAMIC, *IWAE_NET, "--guide", "iaf", "--num-flows", "8"], 300, 5000, 86.76, BURDA),
     "static-diag": ([*STATIC, *RM_NET, "--guide", "diag"], 100, 5000, 89.9, REZENDE_DIAG),
     "static-planar": ([*STATIC, *RM_NET, "--guide", "planar", "--num-flows", "16", "--jit"], 200, 5000, 85.1, REZENDE_PLANAR),
-    "static-iaf": ([*STATIC, *RM_NET, "--guide", "iaf", "--num-flows", "2", "--jit"], 200, 5000, 85.1, REZENDE_PLANAR),
+    "static-iaf": ([*STATIC, *RM_NET, "--guide", "iaf", "--num-flows", "8", "--jit"], 200, 5000, 85.1, REZENDE_PLANAR),
 }
 
 
