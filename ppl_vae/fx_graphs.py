@@ -147,5 +147,5 @@ def as_python_function(graph: GraphModule) -> Callable:
             raise NotImplementedError(f"graph node {node.op} {node.target}")
     inputs = [names[n] for n in graph.graph.nodes if n.op == "placeholder"]
     source = f"def replay({', '.join(inputs)}):\n" + "\n".join(lines) + "\n"
-    exec(compile(source, "<ppl_vae.jit graph>", "exec"), constants)
+    exec(compile(source, "<ppl_vae.fx_graphs replay>", "exec"), constants)
     return constants["replay"]

@@ -6,9 +6,10 @@
 operation of the loss *and of its gradient* in one graph. Later calls with arguments of the
 same shapes replay that graph: Pyro's per-step Python work (messengers, traces, log-prob
 bookkeeping) and the autograd engine are skipped. The graph's redundant operations are
-removed once, and it is replayed as a generated Python function (:mod:`ppl_vae.fx_graphs`). The estimator and its draws are unchanged: a compiled run gives the uncompiled
-run's loss sequence (the graph keeps the random draws as operations, and compiling draws
-from a fork of torch's RNG).
+removed once, and it is replayed as a generated Python function (:mod:`ppl_vae.fx_graphs`).
+The estimator and its draws are unchanged: a compiled run gives the uncompiled run's loss
+sequence (the graph keeps the random draws as operations, and compiling draws from a fork
+of torch's RNG).
 
 This plays the part of Pyro's ``JitTrace_ELBO`` (which records the loss alone with the
 deprecated ``torch.jit.trace`` and differentiates it with TorchScript's autodiff), with the
