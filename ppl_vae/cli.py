@@ -38,6 +38,7 @@ from ppl_vae.distributed import DistributedError, init_distributed, on_main, shu
 from ppl_vae.guides import GUIDES
 from ppl_vae.guides.flow import PERMUTATIONS
 from ppl_vae.likelihoods import LIKELIHOODS
+from ppl_vae.lr_schedule import LR_SCHEDULES
 from ppl_vae.memory import retain_freed_memory
 from ppl_vae.nets import ACTIVATIONS, NETWORKS
 from ppl_vae.run_dir import RunDirError, new_run_dir, read_config
@@ -99,7 +100,8 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--elbo", default="trace", choices=tuple(ELBOS), help="Trace_ELBO or TraceMeanField_ELBO")
     p.add_argument("--num-particles", type=positive_int, default=1, help="samples of z per datapoint and step")
     p.add_argument("--jit", action="store_true",
-                   help="compile the ELBO with Pyro's JIT (JitTrace_ELBO): same loss and draws, faster steps")
+                   help="record the ELBO and its gradient once as a graph and replay it (ppl_vae.jit): same loss and "
+                   "draws, faster steps; for models without data-dependent control flow")
     p.add_argument("--epochs", type=positive_int, default=10)
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam's learning rate")
@@ -115,6 +117,9 @@ def add_train_parser(subparsers) -> None:
                    help="multiply the learning rate by FACTOR in (0, 1] when the validation ELBO has not improved "
                    "for --lr-patience epochs (default 1: off)")
     p.add_argument("--lr-patience", type=non_negative_int, default=3, help="epochs before each decay (default 3)")
+    p.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
+                   help="burda: Burda et al.'s decay in 8 stages to a tenth of --lr, lasting 1, 3, 9, ... 2187 "
+                   "parts of 3280 of --epochs (default constant)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: results/runs/<time>-<dataset>-<guide>)")
@@ -218,6 +223,8 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
     device = distributed.device if distributed is not None else resolve_device(args.device)
     if args.lr_decay > 1:
         raise UsageError(f"--lr-decay must be in (0, 1] (1: off), got {args.lr_decay}")
+    if args.lr_schedule != "constant" and args.lr_decay < 1:
+        raise UsageError(f"--lr-schedule {args.lr_schedule} and --lr-decay exclude each other; choose one")
     if args.jit and distributed is not None:
         raise UsageError("--jit does not support data-parallel training (torchrun); run without --jit")
     data = load_dataset(args.dataset, args.data_dir, device, args.validation_size)
@@ -231,7 +238,8 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
     train_config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, elbo=args.elbo,
         num_particles=args.num_particles, beta=args.beta, warmup_epochs=args.warmup_epochs, seed=args.seed,
-        patience=args.patience, lr_decay=args.lr_decay, lr_patience=args.lr_patience, jit=args.jit,
+        patience=args.patience, lr_decay=args.lr_decay, lr_patience=args.lr_patience,
+        lr_schedule=args.lr_schedule, jit=args.jit,
     )
     options = CheckpointOptions(args.checkpoint_every_steps, args.checkpoint_every_seconds, args.keep_checkpoints,
                                 args.on_nan, args.max_skipped)

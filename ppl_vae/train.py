@@ -109,6 +109,12 @@ class SVIStep:
         if self._modules_only:
             self.optimizer = make_adam(dict.fromkeys([*model.parameters(), *guide.parameters()]), lr)
 
+    def set_lr(self, lr: float) -> None:
+        """Use Adam's learning rate ``lr`` from the next step on."""
+        self.lr = lr
+        for group in self.optimizer.param_groups if self.optimizer is not None else ():
+            group["lr"] = lr
+
     def _make_optimizer(self, *args) -> torch.optim.Optimizer:
         """Adam over the modules' parameters and the unconstrained ``pyro.param``s of plain callables."""
         params = []
@@ -275,6 +281,9 @@ class TrainConfig:
         has not improved for ``lr_patience`` epochs (torch's ``ReduceLROnPlateau``;
         1: off; needs a validation split).
     :param lr_patience: epochs without improvement before each decay.
+    :param lr_schedule: ``"constant"`` or ``"burda"``: Burda et al.'s stepwise decay to a
+        tenth of ``lr``, scaled to ``epochs`` (:func:`ppl_vae.lr_schedule.scheduled_lr`);
+        not combined with ``lr_decay``.
     :param jit: compile the ELBO with Pyro's JIT (:mod:`ppl_vae.jit`): the same loss on
         the same draws, with less Python work per step.
     """
@@ -290,6 +299,7 @@ class TrainConfig:
     patience: int = 0
     lr_decay: float = 1.0
     lr_patience: int = 3
+    lr_schedule: str = "constant"
     jit: bool = False
 
     def to_dict(self) -> dict:

@@ -54,6 +54,9 @@ BAD_INPUTS = {
     "data-dir": (["--dataset", "binarized-mnist-static", "--data-dir", "/nonexistent"], "binarized_mnist_train.amat"),
     "lr-decay": (["--lr-decay", "1.5"], "--lr-decay must be in (0, 1] (1: off), got 1.5"),
     "lr-decay-without-validation": (["--lr-decay", "0.5"], "--lr-decay needs a validation split"),
+    "lr-schedule": (["--lr-schedule", "cosine"], "invalid choice: 'cosine' (choose from 'constant', 'burda')"),
+    "lr-schedule-and-decay": (["--lr-schedule", "burda", "--lr-decay", "0.5", "--validation-size", "1000"],
+                              "--lr-schedule burda and --lr-decay exclude each other"),
 }
 if not torch.cuda.is_available():
     BAD_INPUTS["cuda"] = (["--device", "cuda"], "CUDA is not available")

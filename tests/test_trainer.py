@@ -5,6 +5,7 @@ import torch
 
 from ppl_vae import ModelConfig, TrainConfig, Trainer, build_pair, load_dataset
 from ppl_vae.data import DataError
+from ppl_vae.lr_schedule import scheduled_lr
 
 SMALL = ModelConfig(event_shape=(1, 28, 28), z_dim=4, hidden_dims=(32,), likelihood="bernoulli")
 
@@ -72,6 +73,28 @@ def test_learning_rate_decays_when_the_validation_elbo_stalls(data):
 ], ids=["no-validation", "decay-above-1"])
 def test_bad_learning_rate_decay(config, message):
     data = load_dataset("binarized-mnist-sample")
+    model, guide = build_pair(SMALL)
+    with pytest.raises(ValueError, match=message):
+        Trainer(model, guide, data, config)
+
+
+def test_burda_schedule_sets_each_steps_learning_rate(data):
+    model, guide = build_pair(SMALL)
+    config = TrainConfig(epochs=4, batch_size=100, lr=1e-3, lr_schedule="burda")
+    trainer = Trainer(model, guide, data, config)
+    seen = []
+    trainer.run(progress=False, after_step=lambda step: seen.append(trainer.step.optimizer.param_groups[0]["lr"]))
+    total = 4 * trainer.steps_per_epoch
+    assert len(seen) == total
+    assert seen == [scheduled_lr("burda", 1e-3, step, total) for step in range(total)]
+    assert seen[0] == 1e-3 and seen[-1] < seen[0]
+
+
+@pytest.mark.parametrize("config, message", [
+    (TrainConfig(lr_schedule="cosine"), "unknown learning-rate schedule 'cosine'; choose from constant, burda"),
+    (TrainConfig(lr_schedule="burda", lr_decay=0.5), "exclude each other"),
+], ids=["unknown", "with-plateau-decay"])
+def test_bad_learning_rate_schedule(data, config, message):
     model, guide = build_pair(SMALL)
     with pytest.raises(ValueError, match=message):
         Trainer(model, guide, data, config)
