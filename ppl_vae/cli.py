@@ -42,7 +42,7 @@ from ppl_vae.lr_schedule import LR_SCHEDULES
 from ppl_vae.memory import retain_freed_memory
 from ppl_vae.nets import ACTIVATIONS, NETWORKS
 from ppl_vae.run_dir import RunDirError, new_run_dir, read_config
-from ppl_vae.train import ELBOS, NonFiniteLossError, TrainConfig
+from ppl_vae.train import ELBOS, JIT_ELBOS, NonFiniteLossError, TrainConfig
 from ppl_vae.train_run import (
     CheckpointOptions,
     resumable,
@@ -97,7 +97,8 @@ def add_train_parser(subparsers) -> None:
     runs.add_argument("--on-nan", default="stop", choices=ON_NAN,
                       help="at a non-finite loss or gradient: stop (naming the site) or skip the step")
     runs.add_argument("--max-skipped", type=positive_int, default=100, help="skip: give up after N in a row")
-    p.add_argument("--elbo", default="trace", choices=tuple(ELBOS), help="Trace_ELBO or TraceMeanField_ELBO")
+    p.add_argument("--elbo", default="trace", choices=tuple(ELBOS), help="trace (Trace_ELBO), mean-field (TraceMeanField_ELBO) or iwae (the importance-"
+                   "weighted bound of Burda et al. with K = --num-particles)")
     p.add_argument("--num-particles", type=positive_int, default=1, help="samples of z per datapoint and step")
     p.add_argument("--jit", action="store_true",
                    help="record the ELBO and its gradient once as a graph and replay it (ppl_vae.jit): same loss and "
@@ -225,6 +226,8 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
         raise UsageError(f"--lr-decay must be in (0, 1] (1: off), got {args.lr_decay}")
     if args.lr_schedule != "constant" and args.lr_decay < 1:
         raise UsageError(f"--lr-schedule {args.lr_schedule} and --lr-decay exclude each other; choose one")
+    if args.jit and args.elbo not in JIT_ELBOS:
+        raise UsageError(f"--jit compiles --elbo {' or '.join(JIT_ELBOS)}, not {args.elbo}; run without --jit")
     if args.jit and distributed is not None:
         raise UsageError("--jit does not support data-parallel training (torchrun); run without --jit")
     data = load_dataset(args.dataset, args.data_dir, device, args.validation_size)

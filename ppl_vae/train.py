@@ -29,6 +29,7 @@ from torch import nn
 
 from ppl_vae.data import Dataset
 from ppl_vae.distributed import shard_batch
+from ppl_vae.iwae import IWAE_ELBO
 from ppl_vae.jit import (
     CompiledELBO,
     CompiledTrace_ELBO,
@@ -38,7 +39,7 @@ from ppl_vae.jit import (
 from ppl_vae.kl_scale import LatentScaleMessenger
 from ppl_vae.registration import registration_skipped
 
-ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO}
+ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO, "iwae": IWAE_ELBO}
 JIT_ELBOS = {"trace": CompiledTrace_ELBO, "mean-field": CompiledTraceMeanField_ELBO}
 
 
@@ -49,11 +50,14 @@ class NonFiniteLossError(RuntimeError):
 def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False) -> ELBO:
     """Build a Pyro ELBO by name; particles are vectorized over a leading dimension.
 
-    :param name: ``"trace"`` (:class:`~pyro.infer.Trace_ELBO`) or ``"mean-field"``
-        (:class:`~pyro.infer.TraceMeanField_ELBO`, analytic KL where Pyro has one).
+    :param name: ``"trace"`` (:class:`~pyro.infer.Trace_ELBO`), ``"mean-field"``
+        (:class:`~pyro.infer.TraceMeanField_ELBO`, analytic KL where Pyro has one) or
+        ``"iwae"`` (:class:`~ppl_vae.iwae.IWAE_ELBO`, the importance-weighted bound with
+        ``K = num_particles``).
     :param num_particles: samples of z per datapoint and step.
-    :param jit: Pyro's JIT-compiled version of the same estimator (:mod:`ppl_vae.jit`),
-        for :class:`SVIStep`: the same loss on the same draws, less Python work per step.
+    :param jit: the compiled version of the same estimator (:mod:`ppl_vae.jit`; trace and
+        mean-field), for :class:`SVIStep`: the same loss on the same draws, less Python work
+        per step.
     """
     if name not in ELBOS:
         raise ValueError(f"unknown ELBO {name!r}; choose from {', '.join(ELBOS)}")
@@ -61,6 +65,8 @@ def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False) ->
         raise ValueError(f"num_particles must be at least 1, got {num_particles}")
     options = {"num_particles": num_particles, "vectorize_particles": num_particles > 1, "max_plate_nesting": 1}
     if jit:
+        if name not in JIT_ELBOS:
+            raise ValueError(f"no compiled version of the {name!r} ELBO; compiled: {', '.join(JIT_ELBOS)}")
         return JIT_ELBOS[name](**options)
     return ELBOS[name](**options)
 
@@ -269,7 +275,7 @@ class TrainConfig:
     :param epochs: passes over the training split.
     :param batch_size: datapoints per step.
     :param lr: Adam's learning rate.
-    :param elbo: ``"trace"`` or ``"mean-field"``.
+    :param elbo: ``"trace"``, ``"mean-field"`` or ``"iwae"`` (see :func:`make_elbo`).
     :param num_particles: samples of z per datapoint and step.
     :param beta: the KL weight of the beta-VAE (1 is the ELBO).
     :param warmup_epochs: epochs of linear KL warm-up from ~0 to ``beta`` (0: none).

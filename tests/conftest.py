@@ -46,3 +46,18 @@ class IdentityEncoder(torch.nn.Module):
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture
+def linear_gaussian():
+    """A linear-Gaussian VAE (6 -> 3), a poor untrained diagonal guide and 40 datapoints of the model."""
+    from ppl_vae import DiagonalNormalGuide
+    from ppl_vae.linear_gaussian import LinearGaussianVAE
+
+    torch.manual_seed(0)
+    model = LinearGaussianVAE(6, 3, init_sigma=0.5)
+    with torch.no_grad():
+        model.decoder.weight.mul_(2.0)
+    guide = DiagonalNormalGuide(IdentityEncoder(6), 3)
+    x = model.marginal().sample((40,))
+    return model, guide, x

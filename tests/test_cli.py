@@ -35,6 +35,19 @@ def test_train_writes_a_complete_run(tmp_path, capsys):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_train_with_the_iwae_bound_and_burda_schedule(tmp_path):
+    out = tmp_path / "run"
+    code = main(["train", "--dataset", "binarized-mnist-sample", "--epochs", "3", "--z-dim", "4", "--hidden-dims", "64",
+                 "--batch-size", "500", "--elbo", "iwae", "--num-particles", "5", "--lr-schedule", "burda",
+                 "--out", str(out), "--no-progress"])
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())["train"]
+    assert (config["elbo"], config["num_particles"], config["lr_schedule"]) == ("iwae", 5, "burda")
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert metrics["train_elbo"].is_monotonic_increasing  # the IWAE bound on the training batches
+    assert metrics["lr"].is_monotonic_decreasing and 1e-3 > metrics["lr"].iloc[-1] >= 1e-4  # the last step's rate
+
+
 def test_auto_likelihood_for_grayscale_and_conv_network(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--network", "conv", "--hidden-dims", "32", "--epochs", "1", "--z-dim", "2",
@@ -54,6 +67,7 @@ BAD_INPUTS = {
     "data-dir": (["--dataset", "binarized-mnist-static", "--data-dir", "/nonexistent"], "binarized_mnist_train.amat"),
     "lr-decay": (["--lr-decay", "1.5"], "--lr-decay must be in (0, 1] (1: off), got 1.5"),
     "lr-decay-without-validation": (["--lr-decay", "0.5"], "--lr-decay needs a validation split"),
+    "jit-iwae": (["--jit", "--elbo", "iwae"], "--jit compiles --elbo trace or mean-field, not iwae; run without --jit"),
     "lr-schedule": (["--lr-schedule", "cosine"], "invalid choice: 'cosine' (choose from 'constant', 'burda')"),
     "lr-schedule-and-decay": (["--lr-schedule", "burda", "--lr-decay", "0.5", "--validation-size", "1000"],
                               "--lr-schedule burda and --lr-decay exclude each other"),

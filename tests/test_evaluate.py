@@ -2,26 +2,13 @@
 
 import pytest
 import torch
-from conftest import IdentityEncoder
 
-from ppl_vae import DiagonalNormalGuide, ModelConfig, build_pair
+from ppl_vae import ModelConfig, build_pair
 from ppl_vae.evaluate import active_units, estimate_log_likelihood, evaluation_table
-from ppl_vae.linear_gaussian import ExactPosteriorGuide, LinearGaussianVAE
-
+from ppl_vae.linear_gaussian import ExactPosteriorGuide
 
 pytestmark = pytest.mark.usefixtures("float64")
 
-
-
-@pytest.fixture
-def linear_gaussian():
-    torch.manual_seed(0)
-    model = LinearGaussianVAE(6, 3, init_sigma=0.5)
-    with torch.no_grad():
-        model.decoder.weight.mul_(2.0)
-    guide = DiagonalNormalGuide(IdentityEncoder(6), 3)  # a poor, untrained guide
-    x = model.marginal().sample((40,))
-    return model, guide, x
 
 
 def test_exact_posterior_gives_the_exact_log_likelihood_for_any_k(linear_gaussian):
