@@ -90,6 +90,22 @@ def test_burda_schedule_sets_each_steps_learning_rate(data):
     assert seen[0] == 1e-3 and seen[-1] < seen[0]
 
 
+def test_resume_mid_epoch_keeps_the_burda_schedule(data, tmp_path):
+    config = TrainConfig(epochs=12, batch_size=100, lr=1e-3, lr_schedule="burda")  # 120 steps
+
+    def pair():
+        torch.manual_seed(0)
+        return build_pair(SMALL)
+
+    reference = Trainer(*pair(), data, config, tmp_path, every_steps=5, keep=100).run(progress=False)
+    resumed = Trainer(*pair(), data, config)
+    resumed.load_state_dict(torch.load(tmp_path / f"train-{25:09d}.pt", weights_only=True))  # epoch 3, step 5
+    metrics = resumed.run(progress=False)
+    assert metrics.drop(columns="seconds").equals(reference.drop(columns="seconds"))
+    # the last stage begins at step 1093/3280 * 120 = 40, after the checkpoint
+    assert reference["lr"].iloc[2] > reference["lr"].iloc[4] == reference["lr"].iloc[-1]
+
+
 @pytest.mark.parametrize("config, message", [
     (TrainConfig(lr_schedule="cosine"), "unknown learning-rate schedule 'cosine'; choose from constant, burda"),
     (TrainConfig(lr_schedule="burda", lr_decay=0.5), "exclude each other"),
