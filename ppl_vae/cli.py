@@ -97,8 +97,9 @@ def add_train_parser(subparsers) -> None:
     runs.add_argument("--on-nan", default="stop", choices=ON_NAN,
                       help="at a non-finite loss or gradient: stop (naming the site) or skip the step")
     runs.add_argument("--max-skipped", type=positive_int, default=100, help="skip: give up after N in a row")
-    p.add_argument("--elbo", default="trace", choices=tuple(ELBOS), help="trace (Trace_ELBO), mean-field (TraceMeanField_ELBO) or iwae (the importance-"
-                   "weighted bound of Burda et al. with K = --num-particles)")
+    p.add_argument("--elbo", default="trace", choices=tuple(ELBOS),
+                   help="trace (Trace_ELBO), mean-field (TraceMeanField_ELBO) or iwae (the importance-weighted bound "
+                   "of Burda et al. with K = --num-particles)")
     p.add_argument("--num-particles", type=positive_int, default=1, help="samples of z per datapoint and step")
     p.add_argument("--jit", action="store_true",
                    help="record the ELBO and its gradient once as a graph and replay it (ppl_vae.jit): same loss and "
