@@ -12,6 +12,12 @@ BURDA_STAGES = 8
 BURDA_PASSES = sum(3**i for i in range(BURDA_STAGES))  # 3280
 
 
+def check_schedule(schedule: str) -> None:
+    """Raise ``ValueError`` naming the choices unless ``schedule`` is one of :data:`LR_SCHEDULES`."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
+
+
 def burda_stage(step: int, total_steps: int) -> int:
     """The stage ``i`` (0 to 7) of Burda et al.'s schedule that ``step`` falls into.
 
@@ -47,8 +53,7 @@ def scheduled_lr(schedule: str, lr: float, step: int, total_steps: int) -> float
     :param total_steps: the steps of the whole run (epochs times steps per epoch).
     :returns: the learning rate.
     """
-    if schedule == "constant":
-        return lr
+    check_schedule(schedule)
     if schedule == "burda":
         return lr * 10 ** (-burda_stage(step, total_steps) / (BURDA_STAGES - 1))
-    raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
+    return lr

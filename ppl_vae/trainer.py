@@ -27,7 +27,7 @@ from ppl_vae.data import Dataset
 from ppl_vae.diagnose import nonfinite_site
 from ppl_vae.distributed import shard_batch
 from ppl_vae.kl_scale import warmup_scale
-from ppl_vae.lr_schedule import LR_SCHEDULES, scheduled_lr
+from ppl_vae.lr_schedule import check_schedule, scheduled_lr
 from ppl_vae.rng import rng_state, set_rng_state
 from ppl_vae.train import (
     NonFiniteLossError,
@@ -74,9 +74,7 @@ class Trainer:
             raise ValueError(f"beta must be positive, got {config.beta}")
         if not 0 < config.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1] (1: off), got {config.lr_decay}")
-        if config.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"unknown learning-rate schedule {config.lr_schedule!r}; "
-                             f"choose from {', '.join(LR_SCHEDULES)}")
+        check_schedule(config.lr_schedule)
         if config.lr_schedule != "constant" and config.lr_decay < 1:
             raise ValueError(f"the {config.lr_schedule!r} schedule and lr_decay < 1 (plateau decay) exclude each other")
         if (config.patience or config.lr_decay < 1) and data.valid is None:
