@@ -98,6 +98,29 @@ def load_pair(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.
     return model.to(device), guide.to(device), payload["config"]
 
 
+def warm_start(path: str | Path, model: nn.Module, guide: nn.Module, config: ModelConfig) -> dict[str, Any]:
+    """Copy a finished run's weights into a new ``(model, guide)`` of the same architecture.
+
+    For going on with a trained pair under other training settings (a longer run, another
+    objective, another learning rate); the optimizer starts afresh.
+
+    :param path: a checkpoint file, or a run directory holding ``checkpoint.pt``.
+    :returns: where the weights came from: ``{"path": ..., "epoch": ...}``, for the run's config.
+    :raises CheckpointError: if the checkpoint cannot be read or its model differs from ``config``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    payload = load_checkpoint(path, map_location=next(model.parameters()).device)
+    theirs, ours = payload["config"].to_dict(), config.to_dict()
+    differing = [f"{key} {theirs.get(key)!r} (asked: {ours[key]!r})" for key in ours if theirs.get(key) != ours[key]]
+    if differing:
+        raise CheckpointError(f"{path} holds another model: {'; '.join(differing)}")
+    model.load_state_dict(payload["model"])
+    guide.load_state_dict(payload["guide"])
+    return {"path": str(path), "epoch": payload["extra"].get("epoch")}
+
+
 TRAIN_FORMAT = "ppl_vae/train-1"  # the format tag of training checkpoints (ppl_vae.trainer)
 
 

@@ -21,7 +21,7 @@ import pyro
 import torch
 
 from ppl_vae.build import CONDITIONALS, ModelConfig, build_pair
-from ppl_vae.checkpoint import CheckpointError
+from ppl_vae.checkpoint import CheckpointError, warm_start
 from ppl_vae.cli_args import (
     Parser,
     UsageError,
@@ -89,6 +89,9 @@ def add_train_parser(subparsers) -> None:
     runs = p.add_argument_group("checkpoints and faults")
     runs.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                       help="go on from the run's newest good checkpoint (its other settings are the run's)")
+    runs.add_argument("--init-from", type=Path, default=None, metavar="RUN",
+                      help="start from the weights of a finished run (a run directory or checkpoint file) with the "
+                      "same model and guide options; the optimizer and schedule start afresh")
     runs.add_argument("--checkpoint-every-steps", type=non_negative_int, default=0,
                       help="also checkpoint every N steps (default: at each epoch's end only)")
     runs.add_argument("--checkpoint-every-seconds", type=non_negative_float, default=600.0,
@@ -113,11 +116,11 @@ def add_train_parser(subparsers) -> None:
                    help="hold out the last N training datapoints as a validation split (default 0; "
                    "binarized-mnist-static has its own)")
     p.add_argument("--patience", type=non_negative_int, default=0,
-                   help="early stopping: stop when the validation ELBO has not improved for N epochs and "
-                   "keep the best epoch (default 0: off)")
+                   help="early stopping: stop when the validation ELBO (with --elbo iwae, the IWAE bound) has not "
+                   "improved for N epochs and keep the best epoch (default 0: off)")
     p.add_argument("--lr-decay", type=positive_float, default=1.0, metavar="FACTOR",
-                   help="multiply the learning rate by FACTOR in (0, 1] when the validation ELBO has not improved "
-                   "for --lr-patience epochs (default 1: off)")
+                   help="multiply the learning rate by FACTOR in (0, 1] when the validation bound has not "
+                   "improved for --lr-patience epochs (default 1: off)")
     p.add_argument("--lr-patience", type=non_negative_int, default=3, help="epochs before each decay (default 3)")
     p.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
                    help="burda: Burda et al.'s decay in 8 stages to a tenth of --lr, lasting 1, 3, 9, ... 2187 "
@@ -238,6 +241,10 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
                              "(e.g. 10000 for the MNIST family)")
     config = model_config(args, data)
     model, guide = build_on_device(config, args.seed, device, distributed)
+    try:
+        init_from = warm_start(args.init_from, model, guide, config) if args.init_from is not None else None
+    except CheckpointError as error:
+        raise UsageError(f"--init-from: {error}") from None
     check_data(model.likelihood, data)
     train_config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, elbo=args.elbo,
@@ -250,6 +257,8 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
     run_config = {"dataset": args.dataset, "data_dir": str(args.data_dir), "validation_size": args.validation_size,
                   "device": str(device), "model": config.to_dict(), "train": train_config.to_dict(),
                   "checkpoints": options.to_dict(), "distributed": distributed_settings(distributed, train_config)}
+    if init_from is not None:
+        run_config["init_from"] = init_from
 
     def create_run_dir() -> Path:
         out = new_run_dir(args.out, args.dataset, args.guide)
@@ -274,6 +283,8 @@ def cmd_resume(args: argparse.Namespace, distributed) -> int:
     distributed_settings(distributed, train_config)
     model, guide = build_on_device(config, train_config.seed, device, distributed)
     started = any((args.resume / "checkpoints").glob("train-*.pt"))
+    if not started and "init_from" in run_config:
+        warm_start(run_config["init_from"]["path"], model, guide, config)
     if not started and (distributed is None or distributed.is_main):  # nothing was saved: start over
         print(f"{args.resume} has no checkpoint yet; starting it over", file=sys.stderr)
     return run_training(args.resume, model, guide, config, data, train_config, options, not args.no_progress,

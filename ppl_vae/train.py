@@ -280,10 +280,11 @@ class TrainConfig:
     :param beta: the KL weight of the beta-VAE (1 is the ELBO).
     :param warmup_epochs: epochs of linear KL warm-up from ~0 to ``beta`` (0: none).
     :param seed: seed of Pyro's, torch's and the shuffling RNGs.
-    :param patience: early stopping: stop when the validation ELBO has not improved for
+    :param patience: early stopping: stop when the validation bound (the ELBO; for ``"iwae"``
+        the IWAE bound with ``num_particles``) has not improved for
         this many epochs, and keep the weights of the best epoch (0: off; needs a
         validation split).
-    :param lr_decay: multiply the learning rate by this factor whenever the validation ELBO
+    :param lr_decay: multiply the learning rate by this factor whenever the validation bound
         has not improved for ``lr_patience`` epochs (torch's ``ReduceLROnPlateau``;
         1: off; needs a validation split).
     :param lr_patience: epochs without improvement before each decay.

@@ -121,7 +121,8 @@ def run_training(out: Path, model: nn.Module, guide: nn.Module, config: ModelCon
     if not main:
         return 0
     if trainer.config.patience:
-        print(f"kept epoch {final['epoch']} (best validation ELBO {final['valid_elbo']:.2f}; "
+        bound = "IWAE bound" if trainer.selection == "valid_iwae" else "ELBO"
+        print(f"kept epoch {final['epoch']} (best validation {bound} {final[trainer.selection]:.2f}; "
               f"{'stopped early' if trainer.stopped_early else 'no early stop'})", file=sys.stderr)
     plot_curves(metrics, out / "loss_curve.png", ("train_elbo", "valid_elbo", "test_elbo"))
     save_figures(model, guide, data, out)

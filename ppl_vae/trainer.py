@@ -103,6 +103,8 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 1, 0, 0
         self.total, self.seen, self.seconds, self.skipped, self.skipped_in_a_row = 0.0, 0, 0.0, 0, 0
         self.best_valid, self.best_epoch = -math.inf, 0
+        # early stopping and the plateau schedule follow the validation value of the objective trained
+        self.selection = "valid_iwae" if config.elbo == "iwae" else "valid_elbo"
         self.best_weights: dict[str, dict] = {}
         self.scheduler: ReduceLROnPlateau | None = None  # made with the optimizer, when lr_decay < 1
         self.rows: list[dict] = []
@@ -157,20 +159,20 @@ class Trainer:
     # ----------------------------------------------------------------- early stopping
     @property
     def stopped_early(self) -> bool:
-        """Whether the validation ELBO has not improved for ``config.patience`` epochs."""
+        """Whether the validation bound has not improved for ``config.patience`` epochs."""
         return bool(self.config.patience) and self.epoch - 1 - self.best_epoch >= self.config.patience
 
     def _track_best(self, row: dict) -> None:
-        """Keep a copy of the weights of the epoch with the best validation ELBO."""
-        if "valid_elbo" not in row or not row["valid_elbo"] > self.best_valid:
+        """Keep a copy of the weights of the epoch with the best validation bound (``self.selection``)."""
+        if self.selection not in row or not row[self.selection] > self.best_valid:
             return
-        self.best_valid, self.best_epoch = row["valid_elbo"], row["epoch"]
+        self.best_valid, self.best_epoch = row[self.selection], row["epoch"]
         modules = {"model": self.model, "guide": self.guide}
         self.best_weights = {name: {key: value.detach().clone() for key, value in module.state_dict().items()}
                              for name, module in modules.items() if isinstance(module, nn.Module)}
 
     def _scheduler(self) -> ReduceLROnPlateau:
-        """The learning-rate schedule on the validation ELBO (made once the optimizer exists)."""
+        """The learning-rate schedule on the validation bound (made once the optimizer exists)."""
         if self.scheduler is None:
             self.scheduler = ReduceLROnPlateau(self.step.optimizer, mode="max", factor=self.config.lr_decay,
                                                patience=self.config.lr_patience, threshold=0.0)
@@ -229,11 +231,13 @@ class Trainer:
             after_step: Callable[[int], None] | None = None) -> pd.DataFrame:
         """Train to ``config.epochs`` from wherever the trainer stands.
 
-        With ``config.patience`` set, training stops once the validation ELBO has not improved
-        for that many epochs; :meth:`restore_best` then loads the best epoch's weights.
+        With ``config.patience`` set, training stops once the validation bound has not improved
+        for that many epochs; :meth:`restore_best` then loads the best epoch's weights. The
+        bound is the ELBO, or with ``config.elbo == "iwae"`` the IWAE bound with the training
+        ``num_particles`` (column ``valid_iwae``), since IWAE training need not raise the ELBO.
 
         :param on_epoch: called with each epoch's metrics row (``epoch``, ``train_elbo``,
-            ``valid_elbo`` when there is a validation split, ``test_elbo``, ``beta``, ``lr``,
+            ``valid_elbo`` (and ``valid_iwae``) when there is a validation split, ``test_elbo``, ``beta``, ``lr``,
             ``skipped_steps``, ``seconds``).
         :param stop_requested: polled after each step; when true, a checkpoint is written
             and :class:`StopRequested` raised.
@@ -269,13 +273,17 @@ class Trainer:
             if self.data.valid is not None:
                 row["valid_elbo"] = evaluate_elbo(self.model, self.guide, self.data, "valid",
                                                   distributed=self.distributed)
+                if self.selection != "valid_elbo":
+                    row[self.selection] = evaluate_elbo(self.model, self.guide, self.data, "valid",
+                                                        elbo=make_elbo(self.config.elbo, self.config.num_particles),
+                                                        distributed=self.distributed)
             row |= {"test_elbo": evaluate_elbo(self.model, self.guide, self.data, "test", distributed=self.distributed),
                     "beta": self.step.kl.scale, "lr": self.step.optimizer.param_groups[0]["lr"],
                     "skipped_steps": self.skipped, "seconds": self.seconds}
             self.rows.append(row)
             self._track_best(row)
             if self.config.lr_decay < 1:
-                self._scheduler().step(row["valid_elbo"])
+                self._scheduler().step(row[self.selection])
             self.epoch, self.step_in_epoch, self.total, self.seen = self.epoch + 1, 0, 0.0, 0
             self.epoch_shuffle_state = self.shuffle.get_state()
             self.save()
@@ -301,7 +309,7 @@ def fit(model: nn.Module, guide, data: Dataset, config: TrainConfig,
         epoch), ``skipped_steps`` and ``seconds``
         (cumulative training time).
     With ``config.patience`` set (early stopping), the pair ends with the weights of the
-    epoch with the best validation ELBO.
+    epoch with the best validation bound (the ELBO; for ``"iwae"``, the IWAE bound).
 
     :param distributed: data-parallel training over a process group (see
         :func:`ppl_vae.distributed.init_distributed`); ``config.batch_size`` is the global batch.

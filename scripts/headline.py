@@ -96,7 +96,8 @@ def train_and_evaluate(name: str, out: Path, data_dir: str, epochs_scale: float,
         run(evaluate)
     metrics = pd.read_csv(run_dir / "metrics.csv")
     config = json.loads((run_dir / "config.json").read_text())
-    best = metrics.loc[metrics["valid_elbo"].idxmax()] if "valid_elbo" in metrics else metrics.iloc[-1]
+    selection = next((key for key in ("valid_iwae", "valid_elbo") if key in metrics), None)  # as the trainer kept
+    best = metrics.loc[metrics[selection].idxmax()] if selection else metrics.iloc[-1]
     row = {"row": name, "dataset": config["dataset"], "guide": config["model"]["guide"],
            "epochs_run": int(metrics["epoch"].iloc[-1]), "epoch_kept": int(best["epoch"]),
            "test_elbo": float(best["test_elbo"]), "train_seconds": float(metrics["seconds"].iloc[-1])}

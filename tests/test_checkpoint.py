@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ppl_vae import ModelConfig, build_pair, load_pair, save_checkpoint
-from ppl_vae.checkpoint import CheckpointError, load_checkpoint
+from ppl_vae.checkpoint import CheckpointError, load_checkpoint, warm_start
 
 CONFIG = ModelConfig(event_shape=(1, 28, 28), z_dim=3, hidden_dims=(16,), likelihood="gaussian-pixel")
 
@@ -56,3 +56,26 @@ def test_foreign_and_missing_files(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not found"):
         load_pair(tmp_path / "nothing")
+
+
+def test_warm_start_copies_a_finished_runs_weights(tmp_path):
+    model, guide = build_pair(CONFIG)
+    save_checkpoint(tmp_path / "checkpoint.pt", model, guide, CONFIG, epoch=7)
+    fresh_model, fresh_guide = build_pair(CONFIG)
+    source = warm_start(tmp_path, fresh_model, fresh_guide, CONFIG)
+    assert source == {"path": str(tmp_path / "checkpoint.pt"), "epoch": 7}
+    for trained, copied in ((model, fresh_model), (guide, fresh_guide)):
+        for (name, value), (_, copy) in zip(trained.state_dict().items(), copied.state_dict().items()):
+            torch.testing.assert_close(copy, value, rtol=0, atol=0, msg=name)
+
+
+def test_warm_start_refuses_another_architecture(tmp_path):
+    model, guide = build_pair(CONFIG)
+    save_checkpoint(tmp_path / "checkpoint.pt", model, guide, CONFIG)
+    other = ModelConfig(event_shape=(1, 28, 28), z_dim=5, hidden_dims=(16,), likelihood="gaussian-pixel")
+    fresh_model, fresh_guide = build_pair(other)
+    before = {name: value.clone() for name, value in fresh_model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"holds another model: z_dim 3 \(asked: 5\)"):
+        warm_start(tmp_path, fresh_model, fresh_guide, other)
+    for name, value in fresh_model.state_dict().items():
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0)

@@ -48,6 +48,26 @@ def test_train_with_the_iwae_bound_and_burda_schedule(tmp_path):
     assert metrics["lr"].is_monotonic_decreasing and 1e-3 > metrics["lr"].iloc[-1] >= 1e-4  # the last step's rate
 
 
+def test_init_from_starts_from_a_finished_runs_weights(tmp_path, capsys):
+    small = ["--dataset", "binarized-mnist-sample", "--z-dim", "4", "--hidden-dims", "64", "--batch-size", "500",
+             "--no-progress"]
+    assert main(["train", *small, "--epochs", "1", "--out", str(tmp_path / "first")]) == 0
+    # a rate this small leaves the weights where they started (Adam moves each by about lr per step)
+    assert main(["train", *small, "--epochs", "1", "--lr", "1e-12", "--init-from", str(tmp_path / "first"),
+                 "--out", str(tmp_path / "second")]) == 0
+    config = json.loads((tmp_path / "second" / "config.json").read_text())
+    assert config["init_from"] == {"path": str(tmp_path / "first" / "checkpoint.pt"), "epoch": 1}
+    (first, first_guide, _), (second, second_guide, _) = load_pair(tmp_path / "first"), load_pair(tmp_path / "second")
+    for trained, started in ((first, second), (first_guide, second_guide)):
+        for (name, value), (_, copy) in zip(trained.state_dict().items(), started.state_dict().items()):
+            torch.testing.assert_close(copy, value, rtol=0, atol=1e-9, msg=name)
+    capsys.readouterr()
+    assert_usage_error([*small, "--z-dim", "5", "--init-from", str(tmp_path / "first")],
+                       "--init-from: " + str(tmp_path / "first" / "checkpoint.pt") + " holds another model: z_dim 4 (asked: 5)", tmp_path, capsys)
+    assert_usage_error([*small, "--init-from", str(tmp_path / "nothing")], f"--init-from: checkpoint {tmp_path / 'nothing'} not found",
+                       tmp_path, capsys)
+
+
 def test_auto_likelihood_for_grayscale_and_conv_network(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--network", "conv", "--hidden-dims", "32", "--epochs", "1", "--z-dim", "2",

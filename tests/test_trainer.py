@@ -133,3 +133,42 @@ def test_resume_keeps_the_learning_rate_schedule(data, tmp_path):
     resumed.load_state_dict(torch.load(checkpoint, weights_only=True))
     metrics = resumed.run(progress=False)
     assert metrics.drop(columns="seconds").equals(reference.drop(columns="seconds"))
+
+
+def test_iwae_training_keeps_the_epoch_with_the_best_validation_iwae_bound(data, monkeypatch):
+    """IWAE training need not raise the ELBO: early stopping follows the validation IWAE bound."""
+    import ppl_vae.trainer
+
+    calls = {"valid": 0}
+
+    def fake_evaluate(model, guide, data, split="test", elbo=None, distributed=None):
+        if split != "valid":
+            return -100.0
+        if elbo is None:  # the ELBO: worse every epoch
+            calls["valid"] += 1
+            return -100.0 - calls["valid"]
+        assert type(elbo).__name__ == "IWAE_ELBO" and elbo.num_particles == 3
+        return -100.0 + calls["valid"]  # the IWAE bound: better every epoch
+
+    monkeypatch.setattr(ppl_vae.trainer, "evaluate_elbo", fake_evaluate)
+    model, guide = build_pair(SMALL)
+    config = TrainConfig(epochs=5, batch_size=500, elbo="iwae", num_particles=3, patience=1)
+    trainer = Trainer(model, guide, data, config)
+    metrics = trainer.run(progress=False)
+    assert metrics["valid_iwae"].tolist() == [-99.0, -98.0, -97.0, -96.0, -95.0]
+    assert metrics["valid_elbo"].tolist() == [-101.0, -102.0, -103.0, -104.0, -105.0]
+    assert trainer.restore_best()["epoch"] == 5 and not trainer.stopped_early
+
+
+def test_trace_training_keeps_the_epoch_with_the_best_validation_elbo(data, monkeypatch):
+    import ppl_vae.trainer
+
+    values = iter([-101.0, -99.0, -100.0, -100.5])
+    monkeypatch.setattr(ppl_vae.trainer, "evaluate_elbo",
+                        lambda model, guide, data, split="test", elbo=None, distributed=None:
+                        next(values) if split == "valid" else -100.0)
+    model, guide = build_pair(SMALL)
+    trainer = Trainer(model, guide, data, TrainConfig(epochs=10, batch_size=500, patience=2))
+    metrics = trainer.run(progress=False)
+    assert "valid_iwae" not in metrics and len(metrics) == 4 and trainer.stopped_early
+    assert trainer.restore_best()["epoch"] == 2
