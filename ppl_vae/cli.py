@@ -88,7 +88,8 @@ def add_train_parser(subparsers) -> None:
                                   "digit) or visible (generation net also sees x_visible)")
     runs = p.add_argument_group("checkpoints and faults")
     runs.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                      help="go on from the run's newest good checkpoint (its other settings are the run's)")
+                      help="go on from the run's newest good checkpoint (its settings are the run's; --epochs "
+                      "gives it a new budget, except under a scaled --lr-schedule)")
     runs.add_argument("--init-from", type=Path, default=None, metavar="RUN",
                       help="start from the weights of a finished run (a run directory or checkpoint file) with the "
                       "same model and guide options; the optimizer and schedule start afresh")
@@ -107,7 +108,8 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--jit", action="store_true",
                    help="record the ELBO and its gradient once as a graph and replay it (ppl_vae.jit): same loss and "
                    "draws, faster steps; for models without data-dependent control flow")
-    p.add_argument("--epochs", type=positive_int, default=10)
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="passes over the training split (default 10); with --resume, a new budget for the run")
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam's learning rate")
     p.add_argument("--beta", type=positive_float, default=1.0, help="KL weight (beta-VAE); 1 is the ELBO")
@@ -247,7 +249,7 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
         raise UsageError(f"--init-from: {error}") from None
     check_data(model.likelihood, data)
     train_config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, elbo=args.elbo,
+        epochs=args.epochs or 10, batch_size=args.batch_size, lr=args.lr, elbo=args.elbo,
         num_particles=args.num_particles, beta=args.beta, warmup_epochs=args.warmup_epochs, seed=args.seed,
         patience=args.patience, lr_decay=args.lr_decay, lr_patience=args.lr_patience,
         lr_schedule=args.lr_schedule, jit=args.jit,
@@ -277,6 +279,14 @@ def cmd_resume(args: argparse.Namespace, distributed) -> int:
     if (args.resume / "checkpoint.pt").exists():
         print(f"{args.resume} is a finished run; nothing to resume", file=sys.stderr)
         return 0
+    if args.epochs is not None and args.epochs != train_config.epochs:  # a new budget (recorded in config.json)
+        if train_config.lr_schedule != "constant":
+            raise UsageError(f"--epochs cannot change on --resume with --lr-schedule {train_config.lr_schedule}: "
+                             "the schedule is scaled to the run's epochs")
+        run_config.setdefault("epochs_changed", []).append({"from": train_config.epochs, "to": args.epochs})
+        run_config["train"]["epochs"] = train_config.epochs = args.epochs
+        if distributed is None or distributed.is_main:
+            write_run_config(args.resume, run_config)
     device = distributed.device if distributed is not None else resolve_device(args.device)
     data = load_dataset(run_config["dataset"], run_config.get("data_dir", "data"), device,
                         run_config.get("validation_size", 0))

@@ -18,7 +18,7 @@ import pandas as pd
 from torch import nn
 
 from ppl_vae.build import ModelConfig
-from ppl_vae.checkpoint import latest_checkpoint, save_checkpoint
+from ppl_vae.checkpoint import atomic_write, latest_checkpoint, save_checkpoint
 from ppl_vae.data import Dataset
 from ppl_vae.figures import plot_curves, save_figures
 from ppl_vae.train import TrainConfig
@@ -133,7 +133,9 @@ def run_training(out: Path, model: nn.Module, guide: nn.Module, config: ModelCon
 
 
 def write_run_config(out: Path, run_config: dict) -> None:
-    (out / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
+    """Write ``out/config.json`` atomically (an interrupted write leaves the old file)."""
+    text = json.dumps(run_config, indent=2) + "\n"
+    atomic_write(out / "config.json", lambda f: f.write(text.encode()))
 
 
 def resumable(run_config: dict) -> tuple[ModelConfig, TrainConfig, CheckpointOptions]:

@@ -1,6 +1,7 @@
 """Fault injection: kill -9 and resume, SIGTERM, broken and malicious checkpoints, NaN, disk errors."""
 
 import errno
+import json
 import os
 import pickle
 import random
@@ -66,6 +67,31 @@ def test_sigterm_writes_a_resumable_checkpoint(uninterrupted, tmp_path):
     ppl_vae("train", "--resume", str(out), "--no-progress")
     for p, q in zip(parameters(uninterrupted), parameters(out)):
         assert torch.equal(p, q)
+
+
+def test_resume_with_a_new_epoch_budget_ends_as_a_run_with_that_budget(uninterrupted, tmp_path):
+    """A 5-epoch run stopped in its second epoch and resumed with ``--epochs 2`` is the 2-epoch run."""
+    out = tmp_path / "cut"
+    stopped = ppl_vae(*TRAIN, "--epochs", "5", "--out", str(out), fault="term:27", check=False)
+    assert stopped.returncode == 128 + 15, stopped.stderr
+    ppl_vae("train", "--resume", str(out), "--epochs", "2", "--no-progress")
+    for p, q in zip(parameters(uninterrupted), parameters(out)):
+        assert torch.equal(p, q)
+    expected = pd.read_csv(uninterrupted / "metrics.csv").drop(columns="seconds")
+    assert pd.read_csv(out / "metrics.csv").drop(columns="seconds").equals(expected)
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["epochs"] == 2 and config["epochs_changed"] == [{"from": 5, "to": 2}]
+
+
+def test_resume_refuses_a_new_epoch_budget_under_a_scaled_schedule(tmp_path):
+    out = tmp_path / "burda"
+    stopped = ppl_vae(*TRAIN, "--lr-schedule", "burda", "--out", str(out), fault="term:3", check=False)
+    assert stopped.returncode == 128 + 15, stopped.stderr
+    before = (out / "config.json").read_text()
+    refused = ppl_vae("train", "--resume", str(out), "--epochs", "3", "--no-progress", check=False)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "--epochs cannot change on --resume with --lr-schedule burda" in refused.stderr
+    assert (out / "config.json").read_text() == before
 
 
 class _Payload:
