@@ -123,16 +123,16 @@ def test_existing_run_directory_is_not_touched(tmp_path, capsys):
 
 
 def test_nan_in_the_data_is_refused(tmp_path, capsys, monkeypatch):
-    import ppl_vae.cli
+    import ppl_vae.cli_train
 
-    real = ppl_vae.cli.load_dataset
+    real = ppl_vae.cli_train.load_dataset
 
     def with_nan(*args, **kwargs):
         data = real(*args, **kwargs)
         data.train[0, 0, 0, 0] = float("nan")
         return data
 
-    monkeypatch.setattr(ppl_vae.cli, "load_dataset", with_nan)
+    monkeypatch.setattr(ppl_vae.cli_train, "load_dataset", with_nan)
     out = tmp_path / "run"
     assert main(["train", "--likelihood", "continuous-bernoulli", "--out", str(out)]) == 2
     assert "NaN" in capsys.readouterr().err
@@ -215,9 +215,9 @@ def test_conditional_bad_input(args, message, tmp_path, capsys):
 
 
 def test_label_conditioning_needs_labels(tmp_path, capsys, monkeypatch):
-    import ppl_vae.cli
+    import ppl_vae.cli_train
 
-    real = ppl_vae.cli.load_dataset
+    real = ppl_vae.cli_train.load_dataset
 
     def unlabelled(*args, **kwargs):
         data = real(*args, **kwargs)
@@ -225,7 +225,7 @@ def test_label_conditioning_needs_labels(tmp_path, capsys, monkeypatch):
         data.num_classes = 0
         return data
 
-    monkeypatch.setattr(ppl_vae.cli, "load_dataset", unlabelled)
+    monkeypatch.setattr(ppl_vae.cli_train, "load_dataset", unlabelled)
     out = tmp_path / "run"
     assert main(["train", "--conditional", "label", "--out", str(out)]) == 2
     err = capsys.readouterr().err

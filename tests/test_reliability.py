@@ -229,7 +229,7 @@ def test_disk_error_during_a_run_is_one_line(tmp_path, monkeypatch, capsys):
         raise OSError(errno.EROFS, "Read-only file system", str(out / "config.json"))
 
     monkeypatch.setattr(ppl_vae.train_run, "write_run_config", refuse)
-    monkeypatch.setattr("ppl_vae.cli.write_run_config", refuse)
+    monkeypatch.setattr("ppl_vae.cli_train.write_run_config", refuse)
     assert main(["train", "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot write" in err and "Read-only file system" in err
