@@ -90,12 +90,17 @@ def load_pair(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.
         path = path / "checkpoint.pt"
     payload = load_checkpoint(path, map_location=device)
     model, guide = build_pair(payload["config"])
+    load_weights(path, payload, model, guide)
+    return model.to(device), guide.to(device), payload["config"]
+
+
+def load_weights(path: Path, payload: dict[str, Any], model: nn.Module, guide: nn.Module) -> None:
+    """Load a checkpoint's state dicts into ``model`` and ``guide``, or name the file that does not fit."""
     try:
         model.load_state_dict(payload["model"])
         guide.load_state_dict(payload["guide"])
     except RuntimeError as error:
         raise CheckpointError(f"{path} does not match its config: {str(error).splitlines()[0]}") from None
-    return model.to(device), guide.to(device), payload["config"]
 
 
 def warm_start(path: str | Path, model: nn.Module, guide: nn.Module, config: ModelConfig) -> dict[str, Any]:
@@ -116,8 +121,7 @@ def warm_start(path: str | Path, model: nn.Module, guide: nn.Module, config: Mod
     differing = [f"{key} {theirs.get(key)!r} (asked: {ours[key]!r})" for key in ours if theirs.get(key) != ours[key]]
     if differing:
         raise CheckpointError(f"{path} holds another model: {'; '.join(differing)}")
-    model.load_state_dict(payload["model"])
-    guide.load_state_dict(payload["guide"])
+    load_weights(path, payload, model, guide)
     return {"path": str(path), "epoch": payload["extra"].get("epoch")}
 
 
