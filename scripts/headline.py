@@ -16,6 +16,9 @@ Rows (``--rows`` picks some):
   paper's learning-rate schedule (``--lr-schedule burda``) scaled to the epoch budget.
 - ``dynamic-iwae5``: the same, trained on the IWAE bound with k = 5 (``--elbo iwae
   --num-particles 5``; Burda et al.: 85.54), not compiled (``--jit`` compiles Trace_ELBO).
+- ``dynamic-iaf-longer``, ``dynamic-iaf-iwae5``: go on from the ``dynamic-iaf`` run's
+  weights (``--init-from``) at a constant rate of 1e-4 (the schedule's last), on the ELBO
+  and on the IWAE bound with k = 5; their budgets add to that run's.
 - ``static-diag``, ``static-planar``, ``static-iaf``: Larochelle & Murray's static
   binarization, one hidden layer of 400 and 40 latents (Rezende & Mohamed 2015,
   arXiv:1505.05770: diagonal 89.9, planar flows K=80 85.1), early stopping on its
@@ -46,8 +49,11 @@ import pandas as pd
 IWAE_NET = ["--hidden-dims", "200", "200", "--activation", "tanh", "--z-dim", "50"]
 RM_NET = ["--hidden-dims", "400", "--z-dim", "40"]
 LR_DECAY = ["--lr-decay", "0.5", "--lr-patience", "4"]  # halve the rate after 5 epochs without improvement
-DYNAMIC = ["--dataset", "binarized-mnist", "--validation-size", "10000", "--patience", "100", "--batch-size", "100",
-           "--lr-schedule", "burda"]
+DYNAMIC_DATA = ["--dataset", "binarized-mnist", "--validation-size", "10000", "--patience", "100", "--batch-size", "100"]
+DYNAMIC = [*DYNAMIC_DATA, "--lr-schedule", "burda"]
+# going on from the dynamic-iaf run ({out}: the results folder) at the schedule's last rate, with another seed
+CONTINUED = [*DYNAMIC_DATA, "--lr", "1e-4", "--seed", "1", "--init-from", "{out}/dynamic-iaf"]
+EPOCHS_LONGER, EPOCHS_IWAE5 = 1000, 233  # dynamic-iaf-iwae5 was started with 330 and cut by --resume --epochs 233
 STATIC = ["--dataset", "binarized-mnist-static", "--patience", "10", "--batch-size", "100", *LR_DECAY]
 BURDA = "Burda et al. 2015, VAE (k=1) 86.76; IWAE (k=50) 84.78"
 BURDA_IWAE5 = "Burda et al. 2015, IWAE (k=5) 85.54"
@@ -63,6 +69,10 @@ ROWS = {
     "dynamic-iaf": ([*DYNAMIC, "--jit", *IWAE_NET, "--guide", "iaf", "--num-flows", "8"], 700, 5000, 86.76, BURDA),
     "dynamic-iwae5": ([*DYNAMIC, *IWAE_NET, "--guide", "diag", "--elbo", "iwae", "--num-particles", "5"], 300, 5000,
                       85.54, BURDA_IWAE5),
+    "dynamic-iaf-longer": ([*CONTINUED, "--jit", *IWAE_NET, "--guide", "iaf", "--num-flows", "8"], EPOCHS_LONGER,
+                           5000, 86.76, BURDA),
+    "dynamic-iaf-iwae5": ([*CONTINUED, *IWAE_NET, "--guide", "iaf", "--num-flows", "8", "--elbo", "iwae",
+                           "--num-particles", "5"], EPOCHS_IWAE5, 5000, 85.54, BURDA_IWAE5),
     "static-diag": ([*STATIC, *RM_NET, "--guide", "diag"], 100, 5000, 89.9, REZENDE_DIAG),
     "static-planar": ([*STATIC, *RM_NET, "--guide", "planar", "--num-flows", "16", "--jit"], 200, 5000, 85.1, REZENDE_PLANAR),
     "static-iaf": ([*STATIC, *RM_NET, "--guide", "iaf", "--num-flows", "8", "--jit"], 200, 5000, 85.1, REZENDE_PLANAR),
@@ -76,6 +86,7 @@ def run(command: list[str]) -> None:
 
 def train_and_evaluate(name: str, out: Path, data_dir: str, epochs_scale: float, evaluate_now: bool) -> dict | None:
     flags, epochs, num_samples, published, source = ROWS[name]
+    flags = [flag.format(out=out) for flag in flags]
     run_dir = out / name
     train = [sys.executable, "-m", "ppl_vae", "train", *flags, "--epochs", str(max(1, round(epochs * epochs_scale))),
              "--data-dir", data_dir, "--out", str(run_dir), "--no-progress", "--checkpoint-every-seconds", "300"]
@@ -145,11 +156,18 @@ def figures(out: Path, data_dir: str) -> None:
         x = torch.bernoulli(data.test[:16], generator=torch.Generator().manual_seed(0))
         save_interpolations(model, guide, x, out / "interpolations.png")
     for setting in ("dynamic", "static"):
-        runs = {name.removeprefix(f"{setting}-"): pd.read_csv(out / name / "metrics.csv")
+        runs = {name.removeprefix(f"{setting}-"): curve(out / name)
                 for name in ROWS if name.startswith(setting) and (out / name / "metrics.csv").exists()}
         if runs:
             plot_runs(runs, out / f"curves_{setting}.png", "valid_elbo",
                       f"{setting} binarized MNIST: validation ELBO of each guide")
+
+
+def curve(run_dir: Path) -> pd.DataFrame:
+    """A run's metrics, its epochs counted on from those of the run it started from (``--init-from``)."""
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    source = json.loads((run_dir / "config.json").read_text()).get("init_from")
+    return metrics.assign(epoch=metrics["epoch"] + source["epoch"]) if source else metrics
 
 
 def main() -> None:
