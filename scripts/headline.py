@@ -27,8 +27,9 @@ Rows (``--rows`` picks some):
   test ELBO next to Pyro's examples/vae (about -101 to -102 per image, z=50, 100 epochs).
 - ``latent-2d``: a z_dim = 2 run on binarized MNIST for the latent scatter figure.
 
-All likelihood rows train with Adam from 1e-3 and keep the epoch with the best validation
-ELBO. The static rows stop after 10 epochs without a better one and halve the learning rate
+All likelihood rows train with Adam (from 1e-3; the continued rows at 1e-4) and keep the
+epoch with the best validation ELBO (or, trained on the IWAE bound, the best validation
+IWAE bound where ``metrics.csv`` has ``valid_iwae``). The static rows stop after 10 epochs without a better one and halve the learning rate
 after 5 such epochs; the dynamic rows follow Burda et al.'s schedule, compile the step with
 ``--jit`` and stop only after 100 epochs without improvement.
 
