@@ -258,6 +258,8 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
 
 def cmd_resume(args: argparse.Namespace, distributed) -> int:
     """``ppl-vae train --resume RUN_DIR``: go on from the run's newest good checkpoint."""
+    if args.init_from is not None:
+        raise UsageError("--init-from starts a new run; --resume goes on from the run's own checkpoint (drop one)")
     run_config = read_config(args.resume)
     config, train_config, options = resumable(run_config)
     if (args.resume / "checkpoint.pt").exists():
