@@ -19,6 +19,8 @@ Rows (``--rows`` picks some):
 - ``dynamic-iaf-longer``, ``dynamic-iaf-iwae5``: go on from the ``dynamic-iaf`` run's
   weights (``--init-from``) at a constant rate of 1e-4 (the schedule's last), on the ELBO
   and on the IWAE bound with k = 5; their budgets add to that run's.
+- ``dynamic-iaf-longer-3e-5``: goes on from ``dynamic-iaf-longer`` at 3e-5 (started with
+  1,000 epochs, cut to 178 by ``--resume --epochs 178`` for time).
 - ``static-diag``, ``static-planar``, ``static-iaf``: Larochelle & Murray's static
   binarization, one hidden layer of 400 and 40 latents (Rezende & Mohamed 2015,
   arXiv:1505.05770: diagonal 89.9, planar flows K=80 85.1), early stopping on its
@@ -74,6 +76,8 @@ ROWS = {
                            5000, 86.76, BURDA),
     "dynamic-iaf-iwae5": ([*CONTINUED, *IWAE_NET, "--guide", "iaf", "--num-flows", "8", "--elbo", "iwae",
                            "--num-particles", "5"], EPOCHS_IWAE5, 5000, 85.54, BURDA_IWAE5),
+    "dynamic-iaf-longer-3e-5": ([*DYNAMIC_DATA, "--lr", "3e-5", "--seed", "2", "--init-from", "{out}/dynamic-iaf-longer",
+                                 "--jit", *IWAE_NET, "--guide", "iaf", "--num-flows", "8"], 178, 5000, 86.76, BURDA),
     "static-diag": ([*STATIC, *RM_NET, "--guide", "diag"], 100, 5000, 89.9, REZENDE_DIAG),
     "static-planar": ([*STATIC, *RM_NET, "--guide", "planar", "--num-flows", "16", "--jit"], 200, 5000, 85.1, REZENDE_PLANAR),
     "static-iaf": ([*STATIC, *RM_NET, "--guide", "iaf", "--num-flows", "8", "--jit"], 200, 5000, 85.1, REZENDE_PLANAR),
