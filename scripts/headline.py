@@ -31,8 +31,8 @@ Rows (``--rows`` picks some):
 
 All likelihood rows train with Adam (from 1e-3; the continued rows at 1e-4) and keep the
 epoch with the best validation ELBO (or, trained on the IWAE bound, the best validation
-IWAE bound where ``metrics.csv`` has ``valid_iwae``). The static rows stop after 10 epochs without a better one and halve the learning rate
-after 5 such epochs; the dynamic rows follow Burda et al.'s schedule, compile the step with
+IWAE bound where ``metrics.csv`` has ``valid_iwae``). The static rows stop after 10 epochs
+without a better one and halve the learning rate after 5 such epochs; the dynamic rows follow Burda et al.'s schedule, compile the step with
 ``--jit`` and stop only after 100 epochs without improvement.
 
 Usage::
@@ -54,8 +54,14 @@ RM_NET = ["--hidden-dims", "400", "--z-dim", "40"]
 LR_DECAY = ["--lr-decay", "0.5", "--lr-patience", "4"]  # halve the rate after 5 epochs without improvement
 DYNAMIC_DATA = ["--dataset", "binarized-mnist", "--validation-size", "10000", "--patience", "100", "--batch-size", "100"]
 DYNAMIC = [*DYNAMIC_DATA, "--lr-schedule", "burda"]
-# going on from the dynamic-iaf run ({out}: the results folder) at the schedule's last rate, with another seed
-CONTINUED = [*DYNAMIC_DATA, "--lr", "1e-4", "--seed", "1", "--init-from", "{out}/dynamic-iaf"]
+
+
+def continued(source: str, lr: str, seed: str) -> list[str]:
+    """Flags going on from the ``source`` row's run ({out}: the results folder) at a constant rate."""
+    return [*DYNAMIC_DATA, "--lr", lr, "--seed", seed, "--init-from", f"{{out}}/{source}"]
+
+
+CONTINUED = continued("dynamic-iaf", "1e-4", "1")  # the schedule's last rate, another seed
 EPOCHS_LONGER, EPOCHS_IWAE5 = 1000, 233  # dynamic-iaf-iwae5 was started with 330 and cut by --resume --epochs 233
 STATIC = ["--dataset", "binarized-mnist-static", "--patience", "10", "--batch-size", "100", *LR_DECAY]
 BURDA = "Burda et al. 2015, VAE (k=1) 86.76; IWAE (k=50) 84.78"
@@ -76,8 +82,7 @@ ROWS = {
                            5000, 86.76, BURDA),
     "dynamic-iaf-iwae5": ([*CONTINUED, *IWAE_NET, "--guide", "iaf", "--num-flows", "8", "--elbo", "iwae",
                            "--num-particles", "5"], EPOCHS_IWAE5, 5000, 85.54, BURDA_IWAE5),
-    "dynamic-iaf-longer-3e-5": ([*DYNAMIC_DATA, "--lr", "3e-5", "--seed", "2", "--init-from", "{out}/dynamic-iaf-longer",
-                                 "--jit", *IWAE_NET, "--guide", "iaf", "--num-flows", "8"], 178, 5000, 86.76, BURDA),
+    "dynamic-iaf-longer-3e-5": ([*continued("dynamic-iaf-longer", "3e-5", "2"), "--jit", *IWAE_NET, "--guide", "iaf", "--num-flows", "8"], 178, 5000, 86.76, BURDA),
     "static-diag": ([*STATIC, *RM_NET, "--guide", "diag"], 100, 5000, 89.9, REZENDE_DIAG),
     "static-planar": ([*STATIC, *RM_NET, "--guide", "planar", "--num-flows", "16", "--jit"], 200, 5000, 85.1, REZENDE_PLANAR),
     "static-iaf": ([*STATIC, *RM_NET, "--guide", "iaf", "--num-flows", "8", "--jit"], 200, 5000, 85.1, REZENDE_PLANAR),
