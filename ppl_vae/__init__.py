@@ -10,7 +10,11 @@ from ppl_vae.checkpoint import load_pair, save_checkpoint
 from ppl_vae.data import Dataset, load_dataset
 from ppl_vae.guides import GUIDES, AmortizedGuide, DiagonalNormalGuide, make_guide
 from ppl_vae.iwae import IWAE_ELBO
-from ppl_vae.jit import CompiledTrace_ELBO, CompiledTraceMeanField_ELBO
+from ppl_vae.jit import (
+    CompiledIWAE_ELBO,
+    CompiledTrace_ELBO,
+    CompiledTraceMeanField_ELBO,
+)
 from ppl_vae.kl_scale import LatentScaleMessenger
 from ppl_vae.likelihoods import LIKELIHOODS, make_likelihood
 from ppl_vae.models import VAE
@@ -21,7 +25,7 @@ from ppl_vae.trainer import Trainer, fit
 __version__ = "0.1.0"
 
 __all__ = [
-    "AmortizedGuide", "CompiledTraceMeanField_ELBO", "CompiledTrace_ELBO", "ConvDecoder", "ConvEncoder", "Dataset",
+    "AmortizedGuide", "CompiledIWAE_ELBO", "CompiledTraceMeanField_ELBO", "CompiledTrace_ELBO", "ConvDecoder", "ConvEncoder", "Dataset",
     "DiagonalNormalGuide", "GUIDES", "IWAE_ELBO", "LIKELIHOODS", "LatentScaleMessenger", "MLPDecoder", "MLPEncoder", "ModelConfig", "SVIStep",
     "TrainConfig", "Trainer", "VAE", "build_pair", "evaluate_elbo", "fit", "load_dataset", "load_pair",
     "make_elbo", "make_guide", "make_likelihood", "make_networks", "save_checkpoint",

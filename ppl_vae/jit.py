@@ -1,4 +1,4 @@
-"""Trace_ELBO's loss and gradient, compiled to one graph of tensor operations per input shape.
+"""Pyro ELBOs' loss and gradient, compiled to one graph of tensor operations per input shape.
 
 :class:`CompiledTrace_ELBO` runs Pyro's own :class:`~pyro.infer.Trace_ELBO` estimator (its
 ``_get_traces`` and ``_differentiable_loss_particle``) once with ``make_fx`` from
@@ -10,6 +10,9 @@ removed once, and it is replayed as a generated Python function (:mod:`ppl_vae.f
 The estimator and its draws are unchanged: a compiled run gives the uncompiled run's loss
 sequence (the graph keeps the random draws as operations, and compiling draws from a fork
 of torch's RNG).
+
+:class:`CompiledTraceMeanField_ELBO` and :class:`CompiledIWAE_ELBO` (the importance-weighted
+bound of :mod:`ppl_vae.iwae`) are compiled the same way.
 
 This plays the part of Pyro's ``JitTrace_ELBO`` (which records the loss alone with the
 deprecated ``torch.jit.trace`` and differentiates it with TorchScript's autodiff), with the
@@ -43,6 +46,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils._pytree import tree_leaves
 
 from ppl_vae.fx_graphs import as_python_function, remove_redundant_operations
+from ppl_vae.iwae import IWAE_ELBO
 
 
 class CompiledELBO:
@@ -133,6 +137,22 @@ class CompiledTrace_ELBO(CompiledELBO, Trace_ELBO):
 
 class CompiledTraceMeanField_ELBO(CompiledELBO, TraceMeanField_ELBO):
     """:class:`~pyro.infer.TraceMeanField_ELBO` with its loss and gradient compiled once per input shape."""
+
+
+class CompiledIWAE_ELBO(CompiledELBO, IWAE_ELBO):
+    """:class:`~ppl_vae.iwae.IWAE_ELBO` (the importance-weighted bound) with its loss and
+    gradient compiled once per input shape; the loss is its own surrogate (every guide site
+    is reparameterized).
+
+    Example::
+
+        elbo = CompiledIWAE_ELBO(num_particles=5, vectorize_particles=True, max_plate_nesting=1)
+        step = SVIStep(model, guide, elbo)
+    """
+
+    def _loss_and_surrogate_loss(self, model, guide, args: tuple, kwargs: dict):
+        loss = IWAE_ELBO.differentiable_loss(self, model, guide, *args, **kwargs)
+        return loss, loss
 
 
 class _PrecomputedGradient(torch.autograd.Function):

@@ -32,6 +32,7 @@ from ppl_vae.distributed import shard_batch
 from ppl_vae.iwae import IWAE_ELBO
 from ppl_vae.jit import (
     CompiledELBO,
+    CompiledIWAE_ELBO,
     CompiledTrace_ELBO,
     CompiledTraceMeanField_ELBO,
     is_jit,
@@ -40,7 +41,7 @@ from ppl_vae.kl_scale import LatentScaleMessenger
 from ppl_vae.registration import registration_skipped
 
 ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO, "iwae": IWAE_ELBO}
-JIT_ELBOS = {"trace": CompiledTrace_ELBO, "mean-field": CompiledTraceMeanField_ELBO}
+JIT_ELBOS = {"trace": CompiledTrace_ELBO, "mean-field": CompiledTraceMeanField_ELBO, "iwae": CompiledIWAE_ELBO}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -56,7 +57,7 @@ def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False) ->
         ``K = num_particles``).
     :param num_particles: samples of z per datapoint and step.
     :param jit: the compiled version of the same estimator (:mod:`ppl_vae.jit`; trace and
-        mean-field), for :class:`SVIStep`: the same loss on the same draws, less Python work
+        mean-field and iwae), for :class:`SVIStep`: the same loss on the same draws, less Python work
         per step.
     """
     if name not in ELBOS:

@@ -87,7 +87,6 @@ BAD_INPUTS = {
     "data-dir": (["--dataset", "binarized-mnist-static", "--data-dir", "/nonexistent"], "binarized_mnist_train.amat"),
     "lr-decay": (["--lr-decay", "1.5"], "--lr-decay must be in (0, 1] (1: off), got 1.5"),
     "lr-decay-without-validation": (["--lr-decay", "0.5"], "--lr-decay needs a validation split"),
-    "jit-iwae": (["--jit", "--elbo", "iwae"], "--jit compiles --elbo trace or mean-field, not iwae; run without --jit"),
     "init-from-and-resume": (["--resume", "some-run", "--init-from", "other-run"],
                              "--init-from starts a new run; --resume goes on from the run's own checkpoint"),
     "lr-schedule": (["--lr-schedule", "cosine"], "invalid choice: 'cosine' (choose from 'constant', 'burda')"),

@@ -4,9 +4,10 @@ import pyro
 import pytest
 import torch
 
-from ppl_vae import ModelConfig, SVIStep, build_pair, make_elbo
+from ppl_vae import IWAE_ELBO, ModelConfig, SVIStep, build_pair, make_elbo
 from ppl_vae.cli import main
 from ppl_vae.jit import (
+    CompiledIWAE_ELBO,
     CompiledTrace_ELBO,
     CompiledTraceMeanField_ELBO,
     is_jit,
@@ -19,6 +20,7 @@ CASES = {
     "diag-beta": ({}, {"beta": 0.5}),
     "diag-mean-field": ({}, {"elbo": "mean-field"}),
     "diag-3-particles": ({}, {"num_particles": 3}),
+    "iaf-iwae-3-particles": ({"guide": "iaf", "guide_options": {"num_flows": 2}}, {"elbo": "iwae", "num_particles": 3}),
     "iaf": ({"guide": "iaf", "guide_options": {"num_flows": 2}}, {}),
     "planar": ({"guide": "planar", "guide_options": {"num_flows": 2}}, {}),
     "full-rank": ({"guide": "full-rank"}, {}),
@@ -52,12 +54,13 @@ def test_compiled_step_gives_the_uncompiled_loss_sequence(model_options, step_op
     assert len(pyro.get_param_store().keys()) == 0  # the steps' own stores, not the global one
 
 
-@pytest.mark.parametrize("elbo_name", ["trace", "mean-field"])
-def test_compiled_gradients_match_on_the_same_draws(elbo_name):
-    """The recorded gradient is Trace_ELBO's (Pyro 1.9's own JitTrace_ELBO.differentiable_loss has twice it)."""
+@pytest.mark.parametrize("elbo_name, num_particles", [("trace", 1), ("mean-field", 1), ("iwae", 4)],
+                         ids=["trace", "mean-field", "iwae-4"])
+def test_compiled_gradients_match_on_the_same_draws(elbo_name, num_particles):
+    """The recorded gradient is the estimator's (Pyro 1.9's own JitTrace_ELBO.differentiable_loss has twice it)."""
     model, guide = build_pair(ModelConfig(**BASE, guide="iaf", guide_options={"num_flows": 2}))
     x, _ = batch()
-    elbo = make_elbo(elbo_name, jit=True)
+    elbo = make_elbo(elbo_name, num_particles, jit=True)
     params = [*model.parameters(), *guide.parameters()]
     with pyro.get_param_store().scope():
         elbo.differentiable_loss(model, guide, x)  # compiles
@@ -65,7 +68,7 @@ def test_compiled_gradients_match_on_the_same_draws(elbo_name):
         compiled = elbo.differentiable_loss(model, guide, x)
         compiled_grads = torch.autograd.grad(compiled, params)
     pyro.set_rng_seed(5)
-    eager = make_elbo(elbo_name).differentiable_loss(model, guide, x)
+    eager = make_elbo(elbo_name, num_particles).differentiable_loss(model, guide, x)
     eager_grads = torch.autograd.grad(eager, params)
     torch.testing.assert_close(compiled, eager, rtol=1e-6, atol=0)
     for a, b in zip(compiled_grads, eager_grads):
@@ -115,7 +118,8 @@ def test_kl_weight_changes_reach_the_compiled_loss_without_recompiling():
 def test_make_elbo_jit_gives_the_compiled_estimators():
     assert isinstance(make_elbo("trace", jit=True), CompiledTrace_ELBO)
     assert isinstance(make_elbo("mean-field", jit=True), CompiledTraceMeanField_ELBO)
-    assert is_jit(make_elbo("trace", jit=True)) and is_jit(make_elbo("mean-field", jit=True))
+    assert isinstance(make_elbo("iwae", 2, jit=True), CompiledIWAE_ELBO)
+    assert all(is_jit(make_elbo(name, jit=True)) for name in ("trace", "mean-field", "iwae"))
     assert not is_jit(make_elbo("trace")) and not is_jit(pyro.infer.TraceMeanField_ELBO())
     assert is_jit(pyro.infer.JitTrace_ELBO())
 
@@ -173,10 +177,13 @@ def test_data_parallel_training_is_refused():
         SVIStep(model, guide, make_elbo(jit=True), distributed=object())
 
 
-@pytest.mark.parametrize("elbo_class", [CompiledTrace_ELBO, CompiledTraceMeanField_ELBO], ids=["trace", "mean-field"])
+@pytest.mark.parametrize("elbo_class", [CompiledTrace_ELBO, CompiledTraceMeanField_ELBO, CompiledIWAE_ELBO],
+                         ids=["trace", "mean-field", "iwae"])
 def test_compiled_elbo_trains_under_pyro_svi(elbo_class):
-    """The pair under plain pyro.infer.SVI (pyro.module registration, pyro.optim.Adam)."""
-    uncompiled = {CompiledTrace_ELBO: pyro.infer.Trace_ELBO, CompiledTraceMeanField_ELBO: pyro.infer.TraceMeanField_ELBO}
+    """The pair under plain pyro.infer.SVI (pyro.module registration, pyro.optim.Adam); the
+    uncompiled IWAE bound's step there is Pyro's RenyiELBO(alpha=0).loss_and_grads."""
+    uncompiled = {CompiledTrace_ELBO: pyro.infer.Trace_ELBO, CompiledTraceMeanField_ELBO: pyro.infer.TraceMeanField_ELBO,
+                  CompiledIWAE_ELBO: IWAE_ELBO}
     x, _ = batch()
     losses = {}
     for elbo in (elbo_class(max_plate_nesting=1), uncompiled[elbo_class](max_plate_nesting=1)):
