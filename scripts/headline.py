@@ -187,11 +187,20 @@ def figures(out: Path, data_dir: str) -> None:
                       f"{setting} binarized MNIST: validation ELBO of each guide")
 
 
-def curve(run_dir: Path) -> pd.DataFrame:
-    """A run's metrics, its epochs counted on from those of the run it started from (``--init-from``)."""
-    metrics = pd.read_csv(run_dir / "metrics.csv")
+def epochs_before(run_dir: Path) -> int:
+    """The kept epochs of the chain of runs ``run_dir`` started from (``--init-from``; the
+    source rows are ``run_dir``'s siblings), 0 for a run started afresh."""
     source = json.loads((run_dir / "config.json").read_text()).get("init_from")
-    return metrics.assign(epoch=metrics["epoch"] + source["epoch"]) if source else metrics
+    if not source:
+        return 0
+    source_dir = run_dir.parent / Path(source["path"]).parent.name
+    return source["epoch"] + (epochs_before(source_dir) if (source_dir / "config.json").exists() else 0)
+
+
+def curve(run_dir: Path) -> pd.DataFrame:
+    """A run's metrics, its epochs counted on from those of the runs it started from."""
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    return metrics.assign(epoch=metrics["epoch"] + epochs_before(run_dir))
 
 
 def main() -> None:
