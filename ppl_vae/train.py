@@ -41,7 +41,7 @@ from ppl_vae.kl_scale import LatentScaleMessenger
 from ppl_vae.registration import registration_skipped
 
 ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO, "iwae": IWAE_ELBO}
-JIT_ELBOS = {"trace": CompiledTrace_ELBO, "mean-field": CompiledTraceMeanField_ELBO, "iwae": CompiledIWAE_ELBO}
+JIT_ELBOS = {"trace": CompiledTrace_ELBO, "mean-field": CompiledTraceMeanField_ELBO, "iwae": CompiledIWAE_ELBO}  # same names
 
 
 class NonFiniteLossError(RuntimeError):
@@ -65,11 +65,7 @@ def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False) ->
     if num_particles < 1:
         raise ValueError(f"num_particles must be at least 1, got {num_particles}")
     options = {"num_particles": num_particles, "vectorize_particles": num_particles > 1, "max_plate_nesting": 1}
-    if jit:
-        if name not in JIT_ELBOS:
-            raise ValueError(f"no compiled version of the {name!r} ELBO; compiled: {', '.join(JIT_ELBOS)}")
-        return JIT_ELBOS[name](**options)
-    return ELBOS[name](**options)
+    return (JIT_ELBOS if jit else ELBOS)[name](**options)
 
 
 def make_adam(params, lr: float) -> torch.optim.Adam:

@@ -7,6 +7,7 @@ import torch
 from pyro.infer import RenyiELBO, Trace_ELBO
 
 from ppl_vae import IWAE_ELBO, make_elbo
+from ppl_vae.jit import CompiledIWAE_ELBO
 from ppl_vae.linear_gaussian import ExactPosteriorGuide
 
 pytestmark = pytest.mark.usefixtures("float64")
@@ -75,8 +76,8 @@ def test_non_reparameterized_guide_sites_are_refused():
         IWAE_ELBO(num_particles=2).differentiable_loss(model, guide)
 
 
-def test_make_elbo_builds_it_and_refuses_to_compile_it():
-    elbo = make_elbo("iwae", num_particles=5)
-    assert isinstance(elbo, IWAE_ELBO) and elbo.num_particles == 5 and elbo.vectorize_particles
-    with pytest.raises(ValueError, match="no compiled version of the 'iwae' ELBO; compiled: trace, mean-field"):
-        make_elbo("iwae", num_particles=5, jit=True)
+def test_make_elbo_builds_it_and_its_compiled_version():
+    for jit in (False, True):
+        elbo = make_elbo("iwae", num_particles=5, jit=jit)
+        assert isinstance(elbo, IWAE_ELBO) and elbo.num_particles == 5 and elbo.vectorize_particles
+        assert isinstance(elbo, CompiledIWAE_ELBO) == jit
