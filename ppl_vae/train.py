@@ -56,7 +56,7 @@ def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False) ->
         ``"iwae"`` (:class:`~ppl_vae.iwae.IWAE_ELBO`, the importance-weighted bound with
         ``K = num_particles``).
     :param num_particles: samples of z per datapoint and step.
-    :param jit: the compiled version of the same estimator (:mod:`ppl_vae.jit`; trace and
+    :param jit: the compiled version of the same estimator (:mod:`ppl_vae.jit`; trace,
         mean-field and iwae), for :class:`SVIStep`: the same loss on the same draws, less Python work
         per step.
     """

@@ -15,7 +15,8 @@ Rows (``--rows`` picks some):
   VAE 86.76, IWAE k=50 84.78), 10,000 training images held out for validation; the
   paper's learning-rate schedule (``--lr-schedule burda``) scaled to the epoch budget.
 - ``dynamic-iwae5``: the same, trained on the IWAE bound with k = 5 (``--elbo iwae
-  --num-particles 5``; Burda et al.: 85.54), not compiled (``--jit`` compiles Trace_ELBO).
+  --num-particles 5``; Burda et al.: 85.54), not compiled (the run predates
+  ``--jit`` for the IWAE bound).
 - ``dynamic-iaf-longer``, ``dynamic-iaf-iwae5``: go on from the ``dynamic-iaf`` run's
   weights (``--init-from``) at a constant rate of 1e-4 (the schedule's last), on the ELBO
   and on the IWAE bound with k = 5; their budgets add to that run's.
