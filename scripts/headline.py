@@ -38,9 +38,10 @@ Rows (``--rows`` picks some):
 
 All likelihood rows train with Adam (from 1e-3; the continued rows at 1e-4) and keep the
 epoch with the best validation ELBO (or, trained on the IWAE bound, the best validation
-IWAE bound where ``metrics.csv`` has ``valid_iwae``). The static rows stop after 10 epochs
-without a better one and halve the learning rate after 5 such epochs; the dynamic rows follow Burda et al.'s schedule, compile the step with
-``--jit`` and stop only after 100 epochs without improvement.
+IWAE bound where ``metrics.csv`` has ``valid_iwae``). The first static rows stop after 10
+epochs without a better one and halve the learning rate after 5 such epochs; the dynamic
+rows follow Burda et al.'s schedule, compile the step with ``--jit`` and stop only after
+100 epochs without improvement.
 
 Usage::
 
@@ -58,7 +59,6 @@ import pandas as pd
 
 IWAE_NET = ["--hidden-dims", "200", "200", "--activation", "tanh", "--z-dim", "50"]
 RM_NET = ["--hidden-dims", "400", "--z-dim", "40"]
-LR_DECAY = ["--lr-decay", "0.5", "--lr-patience", "4"]  # halve the rate after 5 epochs without improvement
 DYNAMIC_DATA = ["--dataset", "binarized-mnist", "--validation-size", "10000", "--patience", "100", "--batch-size", "100"]
 DYNAMIC = [*DYNAMIC_DATA, "--lr-schedule", "burda"]
 
@@ -70,10 +70,17 @@ def continued(source: str, lr: str, seed: str) -> list[str]:
 
 CONTINUED = continued("dynamic-iaf", "1e-4", "1")  # the schedule's last rate, another seed
 EPOCHS_LONGER, EPOCHS_IWAE5 = 1000, 233  # dynamic-iaf-iwae5 was started with 330 and cut by --resume --epochs 233
-STATIC = ["--dataset", "binarized-mnist-static", "--patience", "10", "--batch-size", "100", *LR_DECAY]
-# patience 60, the rate halved after 21 epochs without improvement, the KL weight warmed up over 20 epochs
-STATIC_WARMUP = ["--dataset", "binarized-mnist-static", "--patience", "60", "--batch-size", "100", "--lr-decay", "0.5",
-                 "--lr-patience", "20", "--warmup-epochs", "20"]
+
+
+def static(patience: str, lr_patience: str) -> list[str]:
+    """Static binarization: stop after ``patience`` epochs without a better validation ELBO,
+    halve the rate after ``lr_patience`` + 1 such epochs."""
+    return ["--dataset", "binarized-mnist-static", "--patience", patience, "--batch-size", "100",
+            "--lr-decay", "0.5", "--lr-patience", lr_patience]
+
+
+STATIC = static("10", "4")
+STATIC_WARMUP = [*static("60", "20"), "--warmup-epochs", "20"]  # the KL weight warmed up over 20 epochs
 BURDA = "Burda et al. 2015, VAE (k=1) 86.76; IWAE (k=50) 84.78"
 BURDA_IWAE5 = "Burda et al. 2015, IWAE (k=5) 85.54"
 REZENDE_DIAG = "Rezende & Mohamed 2015, diagonal 89.9"
@@ -92,7 +99,8 @@ ROWS = {
                            5000, 86.76, BURDA),
     "dynamic-iaf-iwae5": ([*CONTINUED, *IWAE_NET, "--guide", "iaf", "--num-flows", "8", "--elbo", "iwae",
                            "--num-particles", "5"], EPOCHS_IWAE5, 5000, 85.54, BURDA_IWAE5),
-    "dynamic-iaf-longer-3e-5": ([*continued("dynamic-iaf-longer", "3e-5", "2"), "--jit", *IWAE_NET, "--guide", "iaf", "--num-flows", "8"], 178, 5000, 86.76, BURDA),
+    "dynamic-iaf-longer-3e-5": ([*continued("dynamic-iaf-longer", "3e-5", "2"), "--jit", *IWAE_NET, "--guide", "iaf",
+                                 "--num-flows", "8"], 178, 5000, 86.76, BURDA),
     "dynamic-iaf-iwae5-more": ([*continued("dynamic-iaf-iwae5", "1e-4", "2"), *IWAE_NET, "--guide", "iaf",
                                 "--num-flows", "8", "--elbo", "iwae", "--num-particles", "5"], 320, 5000, 85.54,
                                BURDA_IWAE5),

@@ -182,7 +182,8 @@ def test_data_parallel_training_is_refused():
 def test_compiled_elbo_trains_under_pyro_svi(elbo_class):
     """The pair under plain pyro.infer.SVI (pyro.module registration, pyro.optim.Adam); the
     uncompiled IWAE bound's step there is Pyro's RenyiELBO(alpha=0).loss_and_grads."""
-    uncompiled = {CompiledTrace_ELBO: pyro.infer.Trace_ELBO, CompiledTraceMeanField_ELBO: pyro.infer.TraceMeanField_ELBO,
+    uncompiled = {CompiledTrace_ELBO: pyro.infer.Trace_ELBO,
+                  CompiledTraceMeanField_ELBO: pyro.infer.TraceMeanField_ELBO,
                   CompiledIWAE_ELBO: IWAE_ELBO}
     x, _ = batch()
     losses = {}
