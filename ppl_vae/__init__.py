@@ -8,6 +8,7 @@ library's faster, equivalent :func:`ppl_vae.fit` (or the resumable :class:`ppl_v
 from ppl_vae.build import ModelConfig, build_pair
 from ppl_vae.checkpoint import load_pair, save_checkpoint
 from ppl_vae.data import Dataset, load_dataset
+from ppl_vae.evaluate import evaluate_elbo
 from ppl_vae.guides import GUIDES, AmortizedGuide, DiagonalNormalGuide, make_guide
 from ppl_vae.iwae import IWAE_ELBO
 from ppl_vae.jit import (
@@ -19,7 +20,7 @@ from ppl_vae.kl_scale import LatentScaleMessenger
 from ppl_vae.likelihoods import LIKELIHOODS, make_likelihood
 from ppl_vae.models import VAE
 from ppl_vae.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, make_networks
-from ppl_vae.train import SVIStep, TrainConfig, evaluate_elbo, make_elbo
+from ppl_vae.train import SVIStep, TrainConfig, make_elbo
 from ppl_vae.trainer import Trainer, fit
 
 __version__ = "0.1.0"

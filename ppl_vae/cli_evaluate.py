@@ -44,7 +44,7 @@ def add_check_parser(subparsers) -> None:
 
 def evaluation_data(args: argparse.Namespace):
     """The run's model, guide and the fixed model arguments to evaluate on (binarized once, seeded)."""
-    from ppl_vae.train import model_arguments
+    from ppl_vae.evaluate import model_arguments
 
     device = resolve_device(args.device)
     model, guide, data = load_run(args.run_dir, device, args.data_dir)

@@ -1,4 +1,4 @@
-"""Importance-sampled log-likelihood (the IWAE bound), active units and KL per dimension.
+"""Importance-sampled log-likelihood (the IWAE bound), the ELBO of a split, active units and KL per dimension.
 
 .. math::
 
@@ -16,14 +16,17 @@ per-datapoint results do not depend on the batch or chunk size (common random nu
 
 import math
 import time
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.infer import ELBO, Trace_ELBO
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
+from ppl_vae.data import Dataset
+from ppl_vae.distributed import shard_batch
 from ppl_vae.noise import PerDatapointNoise
 from ppl_vae.registration import registration_skipped
 
@@ -191,3 +194,37 @@ def mean_kl(guide: nn.Module, x: torch.Tensor, *args, batch_size: int = 100) -> 
     if len(per_dim) == len(totals):
         result.update({f"kl_z{u}": value for u, value in enumerate(torch.cat(per_dim).mean(0).tolist())})
     return result
+
+
+@torch.no_grad()
+def evaluate_elbo(
+    model: nn.Module, guide: nn.Module, data: Dataset, split: str = "test", batch_size: int = 1000,
+    elbo: ELBO | None = None, distributed=None,
+) -> float:
+    """The mean ELBO per datapoint on a split, in nats.
+
+    It draws from a fork of torch's RNG, so evaluating leaves the training stream as it was.
+
+    :param elbo: the estimator (default ``Trace_ELBO()``, one particle).
+    :param distributed: shard every batch over the ranks (:mod:`ppl_vae.distributed`) and
+        sum the results; the value is the single-process one.
+    """
+    elbo = elbo or Trace_ELBO()
+    arguments = model_arguments(model)
+    total, count = 0.0, 0
+    devices = [data.train.device] if data.train.device.type == "cuda" else []
+    with registration_skipped(), torch.random.fork_rng(devices=devices):
+        for x, labels in data.batches(split, batch_size, labels=True):
+            size = len(x)
+            x, labels, noise = shard_batch(distributed, x, labels)
+            with noise:
+                total -= elbo.differentiable_loss(model, guide, *arguments(x, labels)).item() if len(x) else 0.0
+            count += size
+    if distributed is not None:
+        total = distributed.sum_scalars(total)[0]
+    return total / count
+
+
+def model_arguments(model) -> Callable:
+    """``model.arguments`` (a batch of images and labels -> the model's arguments), or ``(x,)``."""
+    return getattr(model, "arguments", lambda images, labels=None: (images,))

@@ -27,8 +27,6 @@ from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.util import is_validation_enabled
 from torch import nn
 
-from ppl_vae.data import Dataset
-from ppl_vae.distributed import shard_batch
 from ppl_vae.iwae import IWAE_ELBO
 from ppl_vae.jit import (
     CompiledELBO,
@@ -229,40 +227,6 @@ def all_finite(tensors: list[torch.Tensor]) -> bool:
     except (AttributeError, NotImplementedError, RuntimeError):
         return bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
     return not found_non_finite.item()
-
-
-@torch.no_grad()
-def evaluate_elbo(
-    model: nn.Module, guide: nn.Module, data: Dataset, split: str = "test", batch_size: int = 1000,
-    elbo: ELBO | None = None, distributed=None,
-) -> float:
-    """The mean ELBO per datapoint on a split, in nats.
-
-    It draws from a fork of torch's RNG, so evaluating leaves the training stream as it was.
-
-    :param elbo: the estimator (default ``Trace_ELBO()``, one particle).
-    :param distributed: shard every batch over the ranks (:mod:`ppl_vae.distributed`) and
-        sum the results; the value is the single-process one.
-    """
-    elbo = elbo or Trace_ELBO()
-    arguments = model_arguments(model)
-    total, count = 0.0, 0
-    devices = [data.train.device] if data.train.device.type == "cuda" else []
-    with registration_skipped(), torch.random.fork_rng(devices=devices):
-        for x, labels in data.batches(split, batch_size, labels=True):
-            size = len(x)
-            x, labels, noise = shard_batch(distributed, x, labels)
-            with noise:
-                total -= elbo.differentiable_loss(model, guide, *arguments(x, labels)).item() if len(x) else 0.0
-            count += size
-    if distributed is not None:
-        total = distributed.sum_scalars(total)[0]
-    return total / count
-
-
-def model_arguments(model) -> Callable:
-    """``model.arguments`` (a batch of images and labels -> the model's arguments), or ``(x,)``."""
-    return getattr(model, "arguments", lambda images, labels=None: (images,))
 
 
 @dataclass

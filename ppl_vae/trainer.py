@@ -26,17 +26,11 @@ from ppl_vae.checkpoint import TRAIN_FORMAT, atomic_write
 from ppl_vae.data import Dataset
 from ppl_vae.diagnose import nonfinite_site
 from ppl_vae.distributed import shard_batch
+from ppl_vae.evaluate import evaluate_elbo, model_arguments
 from ppl_vae.kl_scale import warmup_scale
 from ppl_vae.lr_schedule import check_schedule, scheduled_lr
 from ppl_vae.rng import rng_state, set_rng_state
-from ppl_vae.train import (
-    NonFiniteLossError,
-    SVIStep,
-    TrainConfig,
-    evaluate_elbo,
-    make_elbo,
-    model_arguments,
-)
+from ppl_vae.train import NonFiniteLossError, SVIStep, TrainConfig, make_elbo
 
 ON_NAN = ("stop", "skip")
 

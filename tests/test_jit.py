@@ -6,13 +6,14 @@ import torch
 
 from ppl_vae import IWAE_ELBO, ModelConfig, SVIStep, build_pair, make_elbo
 from ppl_vae.cli import main
+from ppl_vae.evaluate import model_arguments
 from ppl_vae.jit import (
     CompiledIWAE_ELBO,
     CompiledTrace_ELBO,
     CompiledTraceMeanField_ELBO,
     is_jit,
 )
-from ppl_vae.train import all_finite, model_arguments
+from ppl_vae.train import all_finite
 
 BASE = {"event_shape": (1, 28, 28), "z_dim": 5, "hidden_dims": (32,)}
 CASES = {
