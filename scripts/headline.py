@@ -71,9 +71,13 @@ DYNAMIC_DATA = ["--dataset", "binarized-mnist", "--validation-size", "10000", "-
 DYNAMIC = [*DYNAMIC_DATA, "--lr-schedule", "burda"]
 
 
-def continued(source: str, lr: str, seed: str) -> list[str]:
+IAF8 = ["--guide", "iaf", "--num-flows", "8"]
+IWAE5 = ["--elbo", "iwae", "--num-particles", "5"]
+
+
+def continued(source: str, lr: str, seed: str, data: list[str] = DYNAMIC_DATA) -> list[str]:
     """Flags going on from the ``source`` row's run ({out}: the results folder) at a constant rate."""
-    return [*DYNAMIC_DATA, "--lr", lr, "--seed", seed, "--init-from", f"{{out}}/{source}"]
+    return [*data, "--lr", lr, "--seed", seed, "--init-from", f"{{out}}/{source}"]
 
 
 CONTINUED = continued("dynamic-iaf", "1e-4", "1")  # the schedule's last rate, another seed
@@ -100,35 +104,28 @@ ROWS = {
                         "--z-dim", "20"], 100, 0, -101.5, "Pyro examples/vae: test ELBO about -101 to -102 (z=50, 100 epochs)"),
     "latent-2d": (["--dataset", "binarized-mnist", "--hidden-dims", "400", "--z-dim", "2"], 20, 0, None, ""),
     "dynamic-diag": ([*DYNAMIC, "--jit", *IWAE_NET, "--guide", "diag"], 2000, 5000, 86.76, BURDA),
-    "dynamic-iaf": ([*DYNAMIC, "--jit", *IWAE_NET, "--guide", "iaf", "--num-flows", "8"], 700, 5000, 86.76, BURDA),
-    "dynamic-iwae5": ([*DYNAMIC, *IWAE_NET, "--guide", "diag", "--elbo", "iwae", "--num-particles", "5"], 300, 5000,
-                      85.54, BURDA_IWAE5),
-    "dynamic-iaf-longer": ([*CONTINUED, "--jit", *IWAE_NET, "--guide", "iaf", "--num-flows", "8"], EPOCHS_LONGER,
-                           5000, 86.76, BURDA),
-    "dynamic-iaf-iwae5": ([*CONTINUED, *IWAE_NET, "--guide", "iaf", "--num-flows", "8", "--elbo", "iwae",
-                           "--num-particles", "5"], EPOCHS_IWAE5, 5000, 85.54, BURDA_IWAE5),
-    "dynamic-iaf-longer-3e-5": ([*continued("dynamic-iaf-longer", "3e-5", "2"), "--jit", *IWAE_NET, "--guide", "iaf",
-                                 "--num-flows", "8"], 178, 5000, 86.76, BURDA),
-    "dynamic-iaf-iwae5-more": ([*continued("dynamic-iaf-iwae5", "1e-4", "2"), *IWAE_NET, "--guide", "iaf",
-                                "--num-flows", "8", "--elbo", "iwae", "--num-particles", "5"], 320, 5000, 85.54,
-                               BURDA_IWAE5),
-    "dynamic-iaf-iwae5-more2": ([*continued("dynamic-iaf-iwae5-more", "1e-4", "3"), *IWAE_NET, "--guide", "iaf",
-                                 "--num-flows", "8", "--elbo", "iwae", "--num-particles", "5", "--jit"], 400, 5000,
-                                85.54, BURDA_IWAE5),
-    "dynamic-iaf-iwae5-more3": ([*continued("dynamic-iaf-iwae5-more2", "1e-4", "4"), *IWAE_NET, "--guide", "iaf",
-                                 "--num-flows", "8", "--elbo", "iwae", "--num-particles", "5", "--jit"], 300, 5000,
-                                85.54, BURDA_IWAE5),
+    "dynamic-iaf": ([*DYNAMIC, "--jit", *IWAE_NET, *IAF8], 700, 5000, 86.76, BURDA),
+    "dynamic-iwae5": ([*DYNAMIC, *IWAE_NET, "--guide", "diag", *IWAE5], 300, 5000, 85.54, BURDA_IWAE5),
+    "dynamic-iaf-longer": ([*CONTINUED, "--jit", *IWAE_NET, *IAF8], EPOCHS_LONGER, 5000, 86.76, BURDA),
+    "dynamic-iaf-iwae5": ([*CONTINUED, *IWAE_NET, *IAF8, *IWAE5], EPOCHS_IWAE5, 5000, 85.54, BURDA_IWAE5),
+    "dynamic-iaf-longer-3e-5": ([*continued("dynamic-iaf-longer", "3e-5", "2"), "--jit", *IWAE_NET, *IAF8], 178,
+                                5000, 86.76, BURDA),
+    "dynamic-iaf-iwae5-more": ([*continued("dynamic-iaf-iwae5", "1e-4", "2"), *IWAE_NET, *IAF8, *IWAE5], 320, 5000,
+                               85.54, BURDA_IWAE5),
+    "dynamic-iaf-iwae5-more2": ([*continued("dynamic-iaf-iwae5-more", "1e-4", "3"), *IWAE_NET, *IAF8, *IWAE5, "--jit"],
+                                400, 5000, 85.54, BURDA_IWAE5),
+    "dynamic-iaf-iwae5-more3": ([*continued("dynamic-iaf-iwae5-more2", "1e-4", "4"), *IWAE_NET, *IAF8, *IWAE5,
+                                 "--jit"], 300, 5000, 85.54, BURDA_IWAE5),
     "static-diag": ([*STATIC, *RM_NET, "--guide", "diag"], 100, 5000, 89.9, REZENDE_DIAG),
     "static-diag-warmup": ([*STATIC_WARMUP, *RM_NET, "--guide", "diag", "--jit"], 600, 5000, 89.9, REZENDE_DIAG),
-    "static-diag-iwae5": ([*static("60", "20"), *RM_NET, "--guide", "diag", "--elbo", "iwae", "--num-particles", "5",
-                           "--jit"], 600, 5000, 89.9, REZENDE_DIAG),
-    "static-iaf-warmup": ([*STATIC_WARMUP, *RM_NET, "--guide", "iaf", "--num-flows", "8", "--jit"], 397, 5000, 85.1,
-                          REZENDE_PLANAR),  # started with 600 epochs, cut to 397 by --resume --epochs 397
-    "static-iaf-iwae5": ([*static("60", "20"), "--lr", "1.25e-4", "--seed", "1", "--init-from", "{out}/static-iaf-warmup",
-                          *RM_NET, "--guide", "iaf", "--num-flows", "8", "--elbo", "iwae", "--num-particles", "5",
+    "static-diag-iwae5": ([*static("60", "20"), *RM_NET, "--guide", "diag", *IWAE5, "--jit"], 600, 5000, 89.9,
+                          REZENDE_DIAG),
+    "static-iaf-warmup": ([*STATIC_WARMUP, *RM_NET, *IAF8, "--jit"], 397, 5000, 85.1, REZENDE_PLANAR),
+    # static-iaf-warmup: started with 600 epochs, cut to 397 by --resume --epochs 397
+    "static-iaf-iwae5": ([*continued("static-iaf-warmup", "1.25e-4", "1", static("60", "20")), *RM_NET, *IAF8, *IWAE5,
                           "--jit"], 200, 5000, 85.1, REZENDE_PLANAR),
     "static-planar": ([*STATIC, *RM_NET, "--guide", "planar", "--num-flows", "16", "--jit"], 200, 5000, 85.1, REZENDE_PLANAR),
-    "static-iaf": ([*STATIC, *RM_NET, "--guide", "iaf", "--num-flows", "8", "--jit"], 200, 5000, 85.1, REZENDE_PLANAR),
+    "static-iaf": ([*STATIC, *RM_NET, *IAF8, "--jit"], 200, 5000, 85.1, REZENDE_PLANAR),
 }
 
 
