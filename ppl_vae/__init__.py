@@ -5,23 +5,25 @@ Pyro program; they train with ``pyro.infer.SVI`` and ``Trace_ELBO`` or with the
 library's faster, equivalent :func:`ppl_vae.fit` (or the resumable :class:`ppl_vae.Trainer`).
 """
 
-from ppl_vae.build import ModelConfig, build_pair
-from ppl_vae.checkpoint import load_pair, save_checkpoint
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
 from ppl_vae.data import Dataset, load_dataset
-from ppl_vae.evaluate import evaluate_elbo
 from ppl_vae.guides import GUIDES, AmortizedGuide, DiagonalNormalGuide, make_guide
-from ppl_vae.iwae import IWAE_ELBO
-from ppl_vae.jit import (
-    CompiledIWAE_ELBO,
-    CompiledTrace_ELBO,
-    CompiledTraceMeanField_ELBO,
-)
-from ppl_vae.kl_scale import LatentScaleMessenger
-from ppl_vae.likelihoods import LIKELIHOODS, make_likelihood
-from ppl_vae.models import VAE
-from ppl_vae.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, make_networks
-from ppl_vae.train import SVIStep, TrainConfig, make_elbo
-from ppl_vae.trainer import Trainer, fit
+from ppl_vae.infer.compiled import CompiledIWAE_ELBO, CompiledTrace_ELBO, CompiledTraceMeanField_ELBO
+from ppl_vae.training.evaluation import evaluate_elbo
+from ppl_vae.infer.iwae import IWAE_ELBO
+from ppl_vae.infer.latent_scale import LatentScaleMessenger
+from ppl_vae.infer.svi_step import SVIStep, TrainConfig, make_elbo
+from ppl_vae.models.config import ModelConfig, build_pair
+from ppl_vae.models.vae import VAE
+from ppl_vae.nn.likelihoods import LIKELIHOODS, make_likelihood
+from ppl_vae.nn.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, make_networks
+from ppl_vae.training.checkpoints import load_pair, save_checkpoint
+from ppl_vae.training.trainer import Trainer, fit
 
 __version__ = "0.1.0"
 
@@ -31,3 +33,46 @@ __all__ = [
     "TrainConfig", "Trainer", "VAE", "build_pair", "evaluate_elbo", "fit", "load_dataset", "load_pair",
     "make_elbo", "make_guide", "make_likelihood", "make_networks", "save_checkpoint",
 ]
+
+# The flat layout's module paths, each now a module of a layer: ``import ppl_vae.jit`` still
+# works, with a DeprecationWarning naming the new path.
+MOVED_MODULES = {
+    "bernoulli": "distributions.bernoulli", "build": "models.config", "check": "infer.agreement",
+    "checkpoint": "training.checkpoints", "cli_args": "cli.arguments", "cli_evaluate": "cli.evaluate_commands",
+    "cli_train": "cli.train_command", "cvae": "models.cvae", "device": "training.device",
+    "diagnose": "infer.diagnose", "distributed": "training.distributed", "elbo": "infer.closed_form",
+    "evaluate": "infer.importance", "figures": "cli.figures", "fx_graphs": "infer.graph_passes",
+    "iwae": "infer.iwae", "jit": "infer.compiled", "kl_scale": "infer.latent_scale",
+    "likelihoods": "nn.likelihoods", "linear_gaussian": "models.linear_gaussian", "lr_schedule": "training.schedules",
+    "memory": "training.memory", "nets": "nn.networks", "noise": "infer.noise", "registration": "nn.registration",
+    "rng": "training.rng_state", "run_dir": "cli.run_directory", "train": "infer.svi_step",
+    "train_run": "cli.training_run", "trainer": "training.trainer",
+}
+
+
+class _MovedModuleLoader(importlib.abc.Loader):
+    """Loads an old module path as the module that now holds its code."""
+
+    def __init__(self, old: str, new: str) -> None:
+        self.old, self.new = old, new
+
+    def create_module(self, spec):
+        warnings.warn(f"{self.old} is deprecated; import {self.new} instead", DeprecationWarning, stacklevel=2)
+        return importlib.import_module(self.new)
+
+    def exec_module(self, module) -> None:
+        pass
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder):
+    """Finds the flat layout's module paths (:data:`MOVED_MODULES`)."""
+
+    def find_spec(self, fullname: str, path=None, target=None):
+        prefix, _, name = fullname.partition(".")
+        if prefix != __name__ or name not in MOVED_MODULES:
+            return None
+        return importlib.util.spec_from_loader(fullname, _MovedModuleLoader(fullname, f"{__name__}.{MOVED_MODULES[name]}"))
+
+
+if not any(isinstance(finder, _MovedModuleFinder) for finder in sys.meta_path):
+    sys.meta_path.append(_MovedModuleFinder())

@@ -1,5 +1,5 @@
 import sys
 
-from ppl_vae.cli import main
+from ppl_vae.cli.main import main
 
 sys.exit(main())

@@ -31,10 +31,10 @@ import pyro
 import torch
 
 from ppl_vae import ModelConfig, TrainConfig, build_pair, fit, load_dataset
-from ppl_vae.cvae import QUADRANT_LAYOUTS, baseline_nll, empty_guide
-from ppl_vae.device import resolve_device
-from ppl_vae.evaluate import Summary, estimate_log_likelihood
-from ppl_vae.figures import save_completions
+from ppl_vae.models.cvae import QUADRANT_LAYOUTS, baseline_nll, empty_guide
+from ppl_vae.training.device import resolve_device
+from ppl_vae.infer.importance import Summary, estimate_log_likelihood
+from ppl_vae.cli.figures import save_completions
 
 PYRO_TUTORIAL = {  # negative conditional ELBO per image on the test split, from Pyro's CVAE tutorial
     1: {"baseline": 100.4, "cvae": 71.8},

@@ -37,9 +37,9 @@ import torch
 def worker(args: argparse.Namespace) -> None:
     """One rank: train ``warmup + steps`` steps; rank 0 writes the timing as JSON."""
     from ppl_vae import ModelConfig, TrainConfig, Trainer, build_pair, load_dataset
-    from ppl_vae.device import resolve_device
-    from ppl_vae.distributed import init_distributed, shutdown
-    from ppl_vae.trainer import StopRequested
+    from ppl_vae.training.device import resolve_device
+    from ppl_vae.training.distributed import init_distributed, shutdown
+    from ppl_vae.training.trainer import StopRequested
 
     distributed = init_distributed(resolve_device(args.device))
     device = distributed.device if distributed else resolve_device(args.device)

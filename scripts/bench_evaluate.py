@@ -3,7 +3,7 @@
 For the 784-400-20 MLP VAE and the 784-200-200-50 tanh MLP of the IWAE paper (Burda et
 al. 2015), each trained for ``--train-epochs`` on dynamically binarized MNIST, it
 evaluates the test NLL with K importance samples through
-:func:`ppl_vae.evaluate.estimate_log_likelihood` (Pyro traces), and on a subset of the
+:func:`ppl_vae.infer.importance.estimate_log_likelihood` (Pyro traces), and on a subset of the
 test images measures, in the same process and interleaved block by block (every method
 runs on each block of ``--block-size`` images before the next block, so that a slow spell
 of the machine falls on all of them alike; the rates are total pairs over total time):
@@ -12,14 +12,14 @@ of the machine falls on all of them alike; the rates are total pairs over total 
   alone (the same distribution the Pyro model uses), in large no-grad batches, no
   encoder, no Pyro; so ``ratio_to_bare`` is what Pyro's tracing costs;
 - ``bare-torch``: the same with torch's ``Bernoulli.log_prob``, whose CPU kernel is
-  slower than the library's (:mod:`ppl_vae.bernoulli`);
+  slower than the library's (:mod:`ppl_vae.distributions.bernoulli`);
 - ``pythae``: pythae's way: a Python loop over datapoints, each with its K samples in
   batches of 100, scored with torch's ``Bernoulli.log_prob`` (pythae itself uses
   ``F.binary_cross_entropy`` on sigmoid outputs and runs the encoder once per sample,
   which is slower still).
 
 The process keeps freed memory for reuse (``--allocator retain``, what the ``ppl-vae``
-command does, :mod:`ppl_vae.memory`), so that all methods run without glibc's page
+command does, :mod:`ppl_vae.training.memory`), so that all methods run without glibc's page
 faults; ``--allocator default`` measures under glibc's defaults.
 
 Writes ``results/bench_evaluate.csv`` and ``results/bench_evaluate.md``.
@@ -42,9 +42,9 @@ import pyro.distributions as dist
 import torch
 
 from ppl_vae import ModelConfig, TrainConfig, build_pair, fit, load_dataset
-from ppl_vae.device import resolve_device
-from ppl_vae.evaluate import estimate_log_likelihood
-from ppl_vae.memory import ALLOCATORS, choose_allocator
+from ppl_vae.training.device import resolve_device
+from ppl_vae.infer.importance import estimate_log_likelihood
+from ppl_vae.training.memory import ALLOCATORS, choose_allocator
 
 MODELS = {
     "784-400-20 relu": ModelConfig(z_dim=20, hidden_dims=(400,), activation="relu"),
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--allocator", choices=ALLOCATORS, default="retain",
-                        help="retain: keep freed memory, as the ppl-vae command does (ppl_vae.memory); "
+                        help="retain: keep freed memory, as the ppl-vae command does (ppl_vae.training.memory); "
                              "default: glibc's defaults")
     args = parser.parse_args()
     allocator = choose_allocator(args.allocator)

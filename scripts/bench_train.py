@@ -9,13 +9,13 @@ interleaved round by round, it times:
 - ``ppl_vae``: :class:`ppl_vae.SVIStep`, i.e. ``Trace_ELBO().differentiable_loss`` on
   the library's model/guide pair, one fused Adam over all parameters;
 - ``ppl_vae-jit``: the same step with the compiled Trace_ELBO, loss and gradient recorded
-  once as one graph (:mod:`ppl_vae.jit`; ``make_elbo("trace", jit=True)``, ``ppl-vae train --jit``);
+  once as one graph (:mod:`ppl_vae.infer.compiled`; ``make_elbo("trace", jit=True)``, ``ppl-vae train --jit``);
 - ``pyro-svi``: the same pair under plain ``pyro.infer.SVI`` with ``pyro.optim.Adam``.
 
 Each round runs ``--steps`` steps per method; the median images/s over ``--rounds``
 rounds is reported. Writes ``results/bench_train.csv`` and ``results/bench_train.md``.
 The process keeps freed memory for reuse (``--allocator retain``, what the ``ppl-vae``
-command does, :mod:`ppl_vae.memory`), so that all methods run without glibc's page
+command does, :mod:`ppl_vae.training.memory`), so that all methods run without glibc's page
 faults; ``--allocator default`` measures under glibc's defaults.
 
 Usage::
@@ -37,9 +37,9 @@ from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 
 from ppl_vae import ModelConfig, SVIStep, build_pair, load_dataset, make_elbo
-from ppl_vae.device import resolve_device
-from ppl_vae.memory import ALLOCATORS, choose_allocator
-from ppl_vae.train import make_adam
+from ppl_vae.training.device import resolve_device
+from ppl_vae.training.memory import ALLOCATORS, choose_allocator
+from ppl_vae.infer.svi_step import make_adam
 
 
 class PlainVAE(nn.Module):
@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--allocator", choices=ALLOCATORS, default="retain",
-                        help="retain: keep freed memory, as the ppl-vae command does (ppl_vae.memory); "
+                        help="retain: keep freed memory, as the ppl-vae command does (ppl_vae.training.memory); "
                              "default: glibc's defaults")
     args = parser.parse_args()
     allocator = choose_allocator(args.allocator)

@@ -193,8 +193,8 @@ def figures(out: Path, data_dir: str) -> None:
     """The latent scatter (z_dim = 2), interpolations, and the curves of all guides per setting."""
     import torch
 
-    from ppl_vae.figures import plot_latent_scatter, plot_runs, save_interpolations
-    from ppl_vae.run_dir import load_run
+    from ppl_vae.cli.figures import plot_latent_scatter, plot_runs, save_interpolations
+    from ppl_vae.cli.run_directory import load_run
 
     done = lambda name: (out / name / "checkpoint.pt").exists()  # noqa: E731
     if done("latent-2d"):

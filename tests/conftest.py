@@ -52,7 +52,7 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 def linear_gaussian():
     """A linear-Gaussian VAE (6 -> 3), a poor untrained diagonal guide and 40 datapoints of the model."""
     from ppl_vae import DiagonalNormalGuide
-    from ppl_vae.linear_gaussian import LinearGaussianVAE
+    from ppl_vae.models.linear_gaussian import LinearGaussianVAE
 
     torch.manual_seed(0)
     model = LinearGaussianVAE(6, 3, init_sigma=0.5)

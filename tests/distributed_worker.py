@@ -11,7 +11,7 @@ import sys
 import torch
 
 from ppl_vae import ModelConfig, TrainConfig, Trainer, build_pair, load_dataset
-from ppl_vae.distributed import init_distributed, shutdown
+from ppl_vae.training.distributed import init_distributed, shutdown
 
 CONFIG = ModelConfig(event_shape=(1, 28, 28), z_dim=4, hidden_dims=(32,), likelihood="bernoulli", guide="iaf",
                      guide_options={"num_flows": 2, "hidden_dims": (16,)})

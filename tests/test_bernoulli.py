@@ -2,7 +2,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from ppl_vae.bernoulli import LogSigmoidBernoulli, bernoulli_log_prob
+from ppl_vae.distributions.bernoulli import LogSigmoidBernoulli, bernoulli_log_prob
 
 EXTREME_LOGITS = torch.tensor([-1e4, -200.0, -100.0, -88.0, -30.0, -5.0, -1e-3, 0.0, 1e-3, 5.0, 30.0, 88.0, 100.0, 200.0, 1e4])
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ppl_vae import ModelConfig, build_pair, load_pair, save_checkpoint
-from ppl_vae.checkpoint import CheckpointError, load_checkpoint, warm_start
+from ppl_vae.training.checkpoints import CheckpointError, load_checkpoint, warm_start
 
 CONFIG = ModelConfig(event_shape=(1, 28, 28), z_dim=3, hidden_dims=(16,), likelihood="gaussian-pixel")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ppl_vae import load_pair
-from ppl_vae.cli import main
+from ppl_vae.cli.main import main
 
 RUN_FILES = {"config.json", "metrics.csv", "loss_curve.png", "samples.png", "reconstructions.png", "checkpoint.pt",
              "checkpoints"}
@@ -124,16 +124,16 @@ def test_existing_run_directory_is_not_touched(tmp_path, capsys):
 
 
 def test_nan_in_the_data_is_refused(tmp_path, capsys, monkeypatch):
-    import ppl_vae.cli_train
+    import ppl_vae.cli.train_command
 
-    real = ppl_vae.cli_train.load_dataset
+    real = ppl_vae.cli.train_command.load_dataset
 
     def with_nan(*args, **kwargs):
         data = real(*args, **kwargs)
         data.train[0, 0, 0, 0] = float("nan")
         return data
 
-    monkeypatch.setattr(ppl_vae.cli_train, "load_dataset", with_nan)
+    monkeypatch.setattr(ppl_vae.cli.train_command, "load_dataset", with_nan)
     out = tmp_path / "run"
     assert main(["train", "--likelihood", "continuous-bernoulli", "--out", str(out)]) == 2
     assert "NaN" in capsys.readouterr().err
@@ -216,9 +216,9 @@ def test_conditional_bad_input(args, message, tmp_path, capsys):
 
 
 def test_label_conditioning_needs_labels(tmp_path, capsys, monkeypatch):
-    import ppl_vae.cli_train
+    import ppl_vae.cli.train_command
 
-    real = ppl_vae.cli_train.load_dataset
+    real = ppl_vae.cli.train_command.load_dataset
 
     def unlabelled(*args, **kwargs):
         data = real(*args, **kwargs)
@@ -226,7 +226,7 @@ def test_label_conditioning_needs_labels(tmp_path, capsys, monkeypatch):
         data.num_classes = 0
         return data
 
-    monkeypatch.setattr(ppl_vae.cli_train, "load_dataset", unlabelled)
+    monkeypatch.setattr(ppl_vae.cli.train_command, "load_dataset", unlabelled)
     out = tmp_path / "run"
     assert main(["train", "--conditional", "label", "--out", str(out)]) == 2
     err = capsys.readouterr().err

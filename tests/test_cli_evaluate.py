@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from ppl_vae import ModelConfig, build_pair, save_checkpoint
-from ppl_vae.cli import main
+from ppl_vae.cli.main import main
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ppl_vae.data import DataError, batch_indices, load_dataset
+from ppl_vae.data.datasets import DataError, batch_indices, load_dataset
 
 
 def test_embedded_sample():

@@ -3,7 +3,7 @@ import torch
 
 from conftest import requires_cuda
 from ppl_vae import ModelConfig, TrainConfig, build_pair, fit, load_dataset
-from ppl_vae.device import resolve_device
+from ppl_vae.training.device import resolve_device
 
 
 def test_names():

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ppl_vae.distributed import Distributed
+from ppl_vae.training.distributed import Distributed
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 SMALL_RUN = ["--dataset", "binarized-mnist-sample", "--z-dim", "4", "--hidden-dims", "32", "--batch-size", "500",

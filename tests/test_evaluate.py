@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ppl_vae import ModelConfig, build_pair
-from ppl_vae.evaluate import active_units, estimate_log_likelihood, evaluation_table
-from ppl_vae.linear_gaussian import ExactPosteriorGuide
+from ppl_vae.infer.importance import active_units, estimate_log_likelihood, evaluation_table
+from ppl_vae.models.linear_gaussian import ExactPosteriorGuide
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -51,7 +51,7 @@ def test_per_datapoint_noise_still_varies_with_the_seed(linear_gaussian):
 
 
 def test_elbo_column_is_the_mean_log_weight(linear_gaussian):
-    from ppl_vae.elbo import closed_form_elbo
+    from ppl_vae.infer.closed_form import closed_form_elbo
 
     model, guide, x = linear_gaussian
     result, _ = estimate_log_likelihood(model, guide, x, num_samples=4000)

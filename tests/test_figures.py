@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from ppl_vae import ModelConfig, build_pair
-from ppl_vae.figures import plot_latent_scatter, plot_runs, save_interpolations
+from ppl_vae.cli.figures import plot_latent_scatter, plot_runs, save_interpolations
 
 
 def test_interpolations_have_one_row_per_pair_and_num_steps_columns(tmp_path):

@@ -1,9 +1,9 @@
-"""The graph passes of ppl_vae.fx_graphs on small graphs recorded with make_fx."""
+"""The graph passes of ppl_vae.infer.graph_passes on small graphs recorded with make_fx."""
 
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from ppl_vae.fx_graphs import as_python_function, remove_redundant_operations
+from ppl_vae.infer.graph_passes import as_python_function, remove_redundant_operations
 
 
 def test_redundant_operations_are_removed_unless_written_in_place():

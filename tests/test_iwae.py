@@ -7,8 +7,8 @@ import torch
 from pyro.infer import RenyiELBO, Trace_ELBO
 
 from ppl_vae import IWAE_ELBO, make_elbo
-from ppl_vae.jit import CompiledIWAE_ELBO
-from ppl_vae.linear_gaussian import ExactPosteriorGuide
+from ppl_vae.infer.compiled import CompiledIWAE_ELBO
+from ppl_vae.models.linear_gaussian import ExactPosteriorGuide
 
 pytestmark = pytest.mark.usefixtures("float64")
 

@@ -5,15 +5,15 @@ import pytest
 import torch
 
 from ppl_vae import IWAE_ELBO, ModelConfig, SVIStep, build_pair, make_elbo
-from ppl_vae.cli import main
-from ppl_vae.evaluate import model_arguments
-from ppl_vae.jit import (
+from ppl_vae.cli.main import main
+from ppl_vae.training.evaluation import model_arguments
+from ppl_vae.infer.compiled import (
     CompiledIWAE_ELBO,
     CompiledTrace_ELBO,
     CompiledTraceMeanField_ELBO,
     is_jit,
 )
-from ppl_vae.train import all_finite
+from ppl_vae.infer.svi_step import all_finite
 
 BASE = {"event_shape": (1, 28, 28), "z_dim": 5, "hidden_dims": (32,)}
 CASES = {

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ppl_vae.cli import main
+from ppl_vae.cli.main import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "legacy_runs"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())

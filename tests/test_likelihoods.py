@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ppl_vae.likelihoods import LIKELIHOODS, GrayscaleBernoulli, make_likelihood
+from ppl_vae.nn.likelihoods import LIKELIHOODS, GrayscaleBernoulli, make_likelihood
 
 
 @pytest.mark.parametrize("name", list(LIKELIHOODS))

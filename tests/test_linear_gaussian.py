@@ -4,7 +4,7 @@ import torch
 from conftest import IdentityEncoder
 
 from ppl_vae import DiagonalNormalGuide, SVIStep, make_elbo
-from ppl_vae.linear_gaussian import LinearGaussianVAE
+from ppl_vae.models.linear_gaussian import LinearGaussianVAE
 
 
 pytestmark = pytest.mark.usefixtures("float64")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ppl_vae.lr_schedule import BURDA_PASSES, burda_stage, scheduled_lr
+from ppl_vae.training.schedules import BURDA_PASSES, burda_stage, scheduled_lr
 
 
 def test_burda_stages_last_3_to_the_i_passes_of_3280():

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from ppl_vae.memory import GLIBC, retain_freed_memory
+from ppl_vae.training.memory import GLIBC, retain_freed_memory
 
 # One importance-sampling pass of a 784-400-20 MLP over 2 x 2000 particles per round
 # (12.5 MB decoder outputs and likelihood temporaries); prints the median minor page
@@ -11,9 +11,9 @@ from ppl_vae.memory import GLIBC, retain_freed_memory
 FAULTS_PER_ROUND = """
 import resource, sys, torch
 from ppl_vae import DiagonalNormalGuide, VAE
-from ppl_vae.evaluate import estimate_log_likelihood
-from ppl_vae.memory import retain_freed_memory
-from ppl_vae.nets import make_networks
+from ppl_vae.infer.importance import estimate_log_likelihood
+from ppl_vae.training.memory import retain_freed_memory
+from ppl_vae.nn.networks import make_networks
 if sys.argv[1] == "retain":
     assert retain_freed_memory()
 torch.set_num_threads(1)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from ppl_vae import ModelConfig, build_pair
-from ppl_vae.noise import PerDatapointNoise, ShardedNoise
-from ppl_vae.registration import registration_skipped
+from ppl_vae.infer.noise import PerDatapointNoise, ShardedNoise
+from ppl_vae.nn.registration import registration_skipped
 
 GUIDES = {"diag": {}, "full-rank": {}, "iaf": {"num_flows": 2, "hidden_dims": (8,)}, "planar": {"num_flows": 2}}
 

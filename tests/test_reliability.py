@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from ppl_vae import ModelConfig, TrainConfig, Trainer, build_pair, load_dataset, load_pair, save_checkpoint
-from ppl_vae.checkpoint import load_checkpoint
-from ppl_vae.train import NonFiniteLossError
-from ppl_vae.checkpoint import latest_checkpoint
+from ppl_vae.training.checkpoints import load_checkpoint
+from ppl_vae.infer.svi_step import NonFiniteLossError
+from ppl_vae.training.checkpoints import latest_checkpoint
 
 TRAIN = ["train", "--dataset", "binarized-mnist-sample", "--epochs", "2", "--batch-size", "500", "--z-dim", "4",
          "--hidden-dims", "64", "--checkpoint-every-steps", "3", "--no-progress"]  # 20 steps per epoch
@@ -166,7 +166,7 @@ def test_nan_in_a_batch_stops_naming_step_and_site(small_data):
 
 def test_a_site_that_goes_non_finite_is_named(small_data):
     """A finite batch and finite parameters, but a likelihood scale that overflows to inf."""
-    from ppl_vae.diagnose import nonfinite_site
+    from ppl_vae.infer.diagnose import nonfinite_site
 
     model, guide = build_pair(ModelConfig(z_dim=3, hidden_dims=(32,), likelihood="gaussian"))
     with torch.no_grad():
@@ -221,15 +221,15 @@ def test_read_only_output_directory(tmp_path):
 
 
 def test_disk_error_during_a_run_is_one_line(tmp_path, monkeypatch, capsys):
-    from ppl_vae.cli import main
+    from ppl_vae.cli.main import main
 
-    import ppl_vae.train_run
+    import ppl_vae.cli.training_run
 
     def refuse(out, run_config):
         raise OSError(errno.EROFS, "Read-only file system", str(out / "config.json"))
 
-    monkeypatch.setattr(ppl_vae.train_run, "write_run_config", refuse)
-    monkeypatch.setattr("ppl_vae.cli_train.write_run_config", refuse)
+    monkeypatch.setattr(ppl_vae.cli.training_run, "write_run_config", refuse)
+    monkeypatch.setattr("ppl_vae.cli.train_command.write_run_config", refuse)
     assert main(["train", "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot write" in err and "Read-only file system" in err

@@ -7,8 +7,8 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 
 from ppl_vae import LatentScaleMessenger, ModelConfig, SVIStep, TrainConfig, build_pair, evaluate_elbo, fit, make_elbo
-from ppl_vae.data import load_dataset
-from ppl_vae.kl_scale import warmup_scale
+from ppl_vae.data.datasets import load_dataset
+from ppl_vae.infer.latent_scale import warmup_scale
 
 SMALL = ModelConfig(event_shape=(1, 28, 28), z_dim=10, hidden_dims=(200,), likelihood="bernoulli")
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ppl_vae import ModelConfig, TrainConfig, Trainer, build_pair, load_dataset
-from ppl_vae.data import DataError
-from ppl_vae.lr_schedule import scheduled_lr
+from ppl_vae.data.datasets import DataError
+from ppl_vae.training.schedules import scheduled_lr
 
 SMALL = ModelConfig(event_shape=(1, 28, 28), z_dim=4, hidden_dims=(32,), likelihood="bernoulli")
 
@@ -137,7 +137,7 @@ def test_resume_keeps_the_learning_rate_schedule(data, tmp_path):
 
 def test_iwae_training_keeps_the_epoch_with_the_best_validation_iwae_bound(data, monkeypatch):
     """IWAE training need not raise the ELBO: early stopping follows the validation IWAE bound."""
-    import ppl_vae.trainer
+    import ppl_vae.training.trainer
 
     calls = {"valid": 0}
 
@@ -150,7 +150,7 @@ def test_iwae_training_keeps_the_epoch_with_the_best_validation_iwae_bound(data,
         assert type(elbo).__name__ == "IWAE_ELBO" and elbo.num_particles == 3
         return -100.0 + calls["valid"]  # the IWAE bound: better every epoch
 
-    monkeypatch.setattr(ppl_vae.trainer, "evaluate_elbo", fake_evaluate)
+    monkeypatch.setattr(ppl_vae.training.trainer, "evaluate_elbo", fake_evaluate)
     model, guide = build_pair(SMALL)
     config = TrainConfig(epochs=5, batch_size=500, elbo="iwae", num_particles=3, patience=1)
     trainer = Trainer(model, guide, data, config)
@@ -161,10 +161,10 @@ def test_iwae_training_keeps_the_epoch_with_the_best_validation_iwae_bound(data,
 
 
 def test_trace_training_keeps_the_epoch_with_the_best_validation_elbo(data, monkeypatch):
-    import ppl_vae.trainer
+    import ppl_vae.training.trainer
 
     values = iter([-101.0, -99.0, -100.0, -100.5])
-    monkeypatch.setattr(ppl_vae.trainer, "evaluate_elbo",
+    monkeypatch.setattr(ppl_vae.training.trainer, "evaluate_elbo",
                         lambda model, guide, data, split="test", elbo=None, distributed=None:
                         next(values) if split == "valid" else -100.0)
     model, guide = build_pair(SMALL)

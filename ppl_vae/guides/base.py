@@ -5,7 +5,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppl_vae.registration import register
+from ppl_vae.nn.registration import register
 
 
 class AmortizedGuide(nn.Module):

@@ -11,11 +11,11 @@ from pyro.infer import Trace_ELBO
 from torch.autograd.functional import jacobian
 
 from ppl_vae import GUIDES, DiagonalNormalGuide, ModelConfig, SVIStep, build_pair, load_pair, make_guide, save_checkpoint
-from ppl_vae.check import elbo_agreement
-from ppl_vae.data import load_dataset
-from ppl_vae.evaluate import evaluation_table
+from ppl_vae.infer.agreement import elbo_agreement
+from ppl_vae.data.datasets import load_dataset
+from ppl_vae.infer.importance import evaluation_table
 from ppl_vae.guides import FlowGuide, FullRankGuide
-from ppl_vae.nets import MLPEncoder
+from ppl_vae.nn.networks import MLPEncoder
 
 CONFIG = ModelConfig(event_shape=(1, 28, 28), z_dim=4, hidden_dims=(32,))
 
@@ -182,7 +182,7 @@ def test_flow_guides_work_with_the_evaluator_and_the_check(name, x):
 
 def test_a_user_written_guide_trains_and_evaluates(sample):
     """Any callable that samples "z" works with the library's training and evaluation."""
-    from ppl_vae.evaluate import estimate_log_likelihood
+    from ppl_vae.infer.importance import estimate_log_likelihood
 
     torch.manual_seed(0)
     model, _ = build_pair(ModelConfig(z_dim=2, hidden_dims=(64,)))

@@ -5,7 +5,7 @@ import torch
 from torch.autograd.functional import jacobian
 
 from ppl_vae.guides import IAFGuide, PlanarFlowGuide
-from ppl_vae.nets import MLPEncoder
+from ppl_vae.nn.networks import MLPEncoder
 
 Z_DIM, CONTEXT_DIM = 4, 3
 

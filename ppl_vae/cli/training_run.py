@@ -17,12 +17,12 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from ppl_vae.build import ModelConfig
-from ppl_vae.checkpoint import atomic_write, latest_checkpoint, save_checkpoint
-from ppl_vae.data import Dataset
-from ppl_vae.figures import plot_curves, save_figures
-from ppl_vae.train import TrainConfig
-from ppl_vae.trainer import StopRequested, Trainer, fit
+from ppl_vae.models.config import ModelConfig
+from ppl_vae.training.checkpoints import atomic_write, latest_checkpoint, save_checkpoint
+from ppl_vae.data.datasets import Dataset
+from ppl_vae.cli.figures import plot_curves, save_figures
+from ppl_vae.infer.svi_step import TrainConfig
+from ppl_vae.training.trainer import StopRequested, Trainer, fit
 
 
 @dataclass
@@ -99,7 +99,7 @@ def run_training(out: Path, model: nn.Module, guide: nn.Module, config: ModelCon
         if main:
             print(f"resuming from {path} (epoch {trainer.epoch}, step {trainer.global_step})", file=sys.stderr)
     elif config.conditional == "quadrants":  # the baseline first: the CVAE's prior network uses it
-        from ppl_vae.cvae import empty_guide
+        from ppl_vae.models.cvae import empty_guide
 
         # every rank trains the same baseline from the same draws (it is small)
         baseline = model.baseline.requires_grad_(True)

@@ -1,6 +1,6 @@
 """Two things done to a ``torch.fx`` graph of aten operations: simplify it, and turn it into Python.
 
-:mod:`ppl_vae.jit` records Trace_ELBO's loss and gradient with ``make_fx``; the recorded
+:mod:`ppl_vae.infer.compiled` records Trace_ELBO's loss and gradient with ``make_fx``; the recorded
 graph repeats work (autograd's backward of ``x / n`` with ``n = 1``, the loss and its
 surrogate computed apart) that :func:`remove_redundant_operations` removes, and
 :func:`as_python_function` replays it with less overhead per operation than the code FX
@@ -147,5 +147,5 @@ def as_python_function(graph: GraphModule) -> Callable:
             raise NotImplementedError(f"graph node {node.op} {node.target}")
     inputs = [names[n] for n in graph.graph.nodes if n.op == "placeholder"]
     source = f"def replay({', '.join(inputs)}):\n" + "\n".join(lines) + "\n"
-    exec(compile(source, "<ppl_vae.fx_graphs replay>", "exec"), constants)
+    exec(compile(source, "<ppl_vae.infer.graph_passes replay>", "exec"), constants)
     return constants["replay"]

@@ -11,7 +11,7 @@ the program untouched.)
 
 Ranks start with the same seed, so they draw the same random numbers: each rank binarizes
 and draws the reparameterization noise of the *whole* global batch and keeps its own rows
-(:class:`ppl_vae.noise.ShardedNoise`). Together the ranks therefore use exactly the draws
+(:class:`ppl_vae.infer.noise.ShardedNoise`). Together the ranks therefore use exactly the draws
 of a single-process run, their RNG states stay identical, and rank 0's checkpoint resumes
 every rank. Evaluation is sharded the same way and its sums reduced.
 
@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ppl_vae.noise import ShardedNoise
+from ppl_vae.infer.noise import ShardedNoise
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -124,7 +124,7 @@ def shard_batch(distributed: Distributed | None, x: torch.Tensor, labels: torch.
     """This rank's rows of a global batch and the noise context that goes with them.
 
     :returns: ``(x, labels, noise)``: with ``distributed``, this rank's rows and a
-        :class:`~ppl_vae.noise.ShardedNoise` for the global batch; otherwise the batch as it
+        :class:`~ppl_vae.infer.noise.ShardedNoise` for the global batch; otherwise the batch as it
         is and a no-op context.
     """
     if distributed is None:

@@ -3,7 +3,7 @@
 z ~ N(0, I_d), x | z ~ N(W z + b, sigma^2 I_D), so x ~ N(b, W W^T + sigma^2 I) and
 p(z|x) = N(M^{-1} W^T (x - b), sigma^2 M^{-1}) with M = W^T W + sigma^2 I
 (Tipping & Bishop 1999, "Probabilistic principal component analysis", JRSS B 61(3)).
-It is an ordinary :class:`~ppl_vae.models.VAE` (a linear decoder and the ``gaussian``
+It is an ordinary :class:`~ppl_vae.models.vae.VAE` (a linear decoder and the ``gaussian``
 likelihood), so everything in the library applies to it, and its exact quantities
 check the ELBO, its gradients and the importance-sampled likelihood.
 """
@@ -13,8 +13,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppl_vae.likelihoods import GaussianLikelihood
-from ppl_vae.models import VAE
+from ppl_vae.nn.likelihoods import GaussianLikelihood
+from ppl_vae.models.vae import VAE
 
 
 class LinearGaussianVAE(VAE):

@@ -5,7 +5,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from ppl_vae.registration import registration_skipped
+from ppl_vae.nn.registration import registration_skipped
 
 
 def nonfinite_site(model, guide, *args) -> str:

@@ -7,11 +7,11 @@ The step is Pyro's: the loss is ``Trace_ELBO().differentiable_loss(model, guide,
 exactly what ``pyro.infer.SVI`` differentiates. Two things make it fast: one torch
 Adam (fused where torch offers it) steps all parameters at once instead of one
 optimizer per parameter, and the networks' ``pyro.module`` registration is skipped in
-the hot loop (see :mod:`ppl_vae.registration`), since the optimizer holds the
+the hot loop (see :mod:`ppl_vae.nn.registration`), since the optimizer holds the
 parameters itself. Pyro's and torch's argument validation runs on the first step, which
 catches shape and support errors, and is switched off after it; the loss and the
 gradients are still checked for NaN at every step. Optionally (``TrainConfig.jit``,
-``make_elbo(..., jit=True)``) the ELBO is Pyro's JIT-compiled one (:mod:`ppl_vae.jit`),
+``make_elbo(..., jit=True)``) the ELBO is Pyro's JIT-compiled one (:mod:`ppl_vae.infer.compiled`),
 which replays a recorded graph instead of running Pyro's Python machinery at every step.
 """
 
@@ -27,16 +27,16 @@ from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.util import is_validation_enabled
 from torch import nn
 
-from ppl_vae.iwae import IWAE_ELBO
-from ppl_vae.jit import (
+from ppl_vae.infer.iwae import IWAE_ELBO
+from ppl_vae.infer.compiled import (
     CompiledELBO,
     CompiledIWAE_ELBO,
     CompiledTrace_ELBO,
     CompiledTraceMeanField_ELBO,
     is_jit,
 )
-from ppl_vae.kl_scale import LatentScaleMessenger
-from ppl_vae.registration import registration_skipped
+from ppl_vae.infer.latent_scale import LatentScaleMessenger
+from ppl_vae.nn.registration import registration_skipped
 
 ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO, "iwae": IWAE_ELBO}
 JIT_ELBOS = {"trace": CompiledTrace_ELBO, "mean-field": CompiledTraceMeanField_ELBO, "iwae": CompiledIWAE_ELBO}
@@ -51,10 +51,10 @@ def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False) ->
 
     :param name: ``"trace"`` (:class:`~pyro.infer.Trace_ELBO`), ``"mean-field"``
         (:class:`~pyro.infer.TraceMeanField_ELBO`, analytic KL where Pyro has one) or
-        ``"iwae"`` (:class:`~ppl_vae.iwae.IWAE_ELBO`, the importance-weighted bound with
+        ``"iwae"`` (:class:`~ppl_vae.infer.iwae.IWAE_ELBO`, the importance-weighted bound with
         ``K = num_particles``).
     :param num_particles: samples of z per datapoint and step.
-    :param jit: the compiled version of the same estimator (:mod:`ppl_vae.jit`; trace,
+    :param jit: the compiled version of the same estimator (:mod:`ppl_vae.infer.compiled`; trace,
         mean-field and iwae), for :class:`SVIStep`: the same loss on the same draws, less Python work
         per step.
     """
@@ -84,7 +84,7 @@ class SVIStep:
     :param elbo: a Pyro ELBO, e.g. ``Trace_ELBO()``.
     :param lr: Adam's learning rate.
     :param beta: the KL weight; :attr:`kl` holds it and may be changed between steps.
-    :param distributed: data-parallel training (:mod:`ppl_vae.distributed`): the gradients
+    :param distributed: data-parallel training (:mod:`ppl_vae.training.distributed`): the gradients
         and the loss are summed over ranks before the step, so every rank takes the step of
         the global batch.
 
@@ -250,9 +250,9 @@ class TrainConfig:
         1: off; needs a validation split).
     :param lr_patience: epochs without improvement before each decay.
     :param lr_schedule: ``"constant"`` or ``"burda"``: Burda et al.'s stepwise decay to a
-        tenth of ``lr``, scaled to ``epochs`` (:func:`ppl_vae.lr_schedule.scheduled_lr`);
+        tenth of ``lr``, scaled to ``epochs`` (:func:`ppl_vae.training.schedules.scheduled_lr`);
         not combined with ``lr_decay``.
-    :param jit: compile the ELBO with Pyro's JIT (:mod:`ppl_vae.jit`): the same loss on
+    :param jit: compile the ELBO with Pyro's JIT (:mod:`ppl_vae.infer.compiled`): the same loss on
         the same draws, with less Python work per step.
     """
 

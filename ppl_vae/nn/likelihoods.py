@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 
-from ppl_vae.bernoulli import LogSigmoidBernoulli
+from ppl_vae.distributions.bernoulli import LogSigmoidBernoulli
 
 
 class GrayscaleBernoulli(LogSigmoidBernoulli):

@@ -16,19 +16,16 @@ per-datapoint results do not depend on the batch or chunk size (common random nu
 
 import math
 import time
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.infer import ELBO, Trace_ELBO
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
-from ppl_vae.data import Dataset
-from ppl_vae.distributed import shard_batch
-from ppl_vae.noise import PerDatapointNoise
-from ppl_vae.registration import registration_skipped
+from ppl_vae.infer.noise import PerDatapointNoise
+from ppl_vae.nn.registration import registration_skipped
 
 
 def log_importance_weights(
@@ -136,7 +133,7 @@ def evaluation_table(
     for Gaussian guides, the mean closed-form KL and the KL per latent dimension.
 
     :param distributed: shard the datapoints over the ranks of a process group
-        (:mod:`ppl_vae.distributed`) and gather the per-datapoint results; each datapoint
+        (:mod:`ppl_vae.training.distributed`) and gather the per-datapoint results; each datapoint
         keeps its own noise generator, so the row equals the single-process one.
     """
 
@@ -171,7 +168,7 @@ def mean_kl(guide: nn.Module, x: torch.Tensor, *args, batch_size: int = 100) -> 
     """The closed-form KL(q(z|x) || N(0, I)) averaged over datapoints: ``{"kl": ...}``, plus
     ``kl_z0, kl_z1, ...`` per latent dimension for diagonal guides; ``{}`` for non-Gaussian guides.
     """
-    from ppl_vae.elbo import (
+    from ppl_vae.infer.closed_form import (
         guide_gaussian,
         kl_diagonal_standard_per_dim,
         kl_full_rank_standard,
@@ -194,37 +191,3 @@ def mean_kl(guide: nn.Module, x: torch.Tensor, *args, batch_size: int = 100) -> 
     if len(per_dim) == len(totals):
         result.update({f"kl_z{u}": value for u, value in enumerate(torch.cat(per_dim).mean(0).tolist())})
     return result
-
-
-@torch.no_grad()
-def evaluate_elbo(
-    model: nn.Module, guide: nn.Module, data: Dataset, split: str = "test", batch_size: int = 1000,
-    elbo: ELBO | None = None, distributed=None,
-) -> float:
-    """The mean ELBO per datapoint on a split, in nats.
-
-    It draws from a fork of torch's RNG, so evaluating leaves the training stream as it was.
-
-    :param elbo: the estimator (default ``Trace_ELBO()``, one particle).
-    :param distributed: shard every batch over the ranks (:mod:`ppl_vae.distributed`) and
-        sum the results; the value is the single-process one.
-    """
-    elbo = elbo or Trace_ELBO()
-    arguments = model_arguments(model)
-    total, count = 0.0, 0
-    devices = [data.train.device] if data.train.device.type == "cuda" else []
-    with registration_skipped(), torch.random.fork_rng(devices=devices):
-        for x, labels in data.batches(split, batch_size, labels=True):
-            size = len(x)
-            x, labels, noise = shard_batch(distributed, x, labels)
-            with noise:
-                total -= elbo.differentiable_loss(model, guide, *arguments(x, labels)).item() if len(x) else 0.0
-            count += size
-    if distributed is not None:
-        total = distributed.sum_scalars(total)[0]
-    return total / count
-
-
-def model_arguments(model) -> Callable:
-    """``model.arguments`` (a batch of images and labels -> the model's arguments), or ``(x,)``."""
-    return getattr(model, "arguments", lambda images, labels=None: (images,))

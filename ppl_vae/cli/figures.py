@@ -11,7 +11,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torchvision.utils import save_image  # noqa: E402
 
-from ppl_vae.registration import registration_skipped  # noqa: E402
+from ppl_vae.nn.registration import registration_skipped  # noqa: E402
 
 
 def plot_curves(metrics: pd.DataFrame, path: str | Path, columns: tuple[str, ...] = ("train_elbo", "test_elbo")) -> None:
@@ -63,7 +63,7 @@ def save_completions(model: nn.Module, x_visible: torch.Tensor, truth: torch.Ten
 def save_figures(model: nn.Module, guide: nn.Module, data, out: Path) -> None:
     """The pictures of a run: samples and reconstructions; per class for label-conditional
     models; completions for the quadrant model."""
-    from ppl_vae.cvae import one_hot
+    from ppl_vae.models.cvae import one_hot
 
     x, labels = next(data.batches("test", 32, labels=True))
     if hasattr(model, "task"):  # quadrant completion
@@ -87,7 +87,7 @@ def save_interpolations(model: nn.Module, guide: nn.Module, x: torch.Tensor, pat
 
     :param x: ``(2 * rows, *event_shape)`` images, taken in pairs.
     """
-    from ppl_vae.elbo import guide_gaussian
+    from ppl_vae.infer.closed_form import guide_gaussian
 
     with registration_skipped():
         loc, _ = guide_gaussian(guide, x)
@@ -102,7 +102,7 @@ def save_interpolations(model: nn.Module, guide: nn.Module, x: torch.Tensor, pat
 def plot_latent_scatter(guide: nn.Module, x: torch.Tensor, labels: torch.Tensor, path: str | Path,
                         batch_size: int = 1000) -> None:
     """Scatter the guide's means E_q[z|x] of a 2-D latent space, coloured by class."""
-    from ppl_vae.elbo import guide_gaussian
+    from ppl_vae.infer.closed_form import guide_gaussian
 
     with registration_skipped():
         loc = torch.cat([guide_gaussian(guide, x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)])

@@ -7,33 +7,33 @@ from pathlib import Path
 import pyro
 import torch
 
-from ppl_vae.build import CONDITIONALS, ModelConfig, build_pair
-from ppl_vae.checkpoint import CheckpointError, warm_start
-from ppl_vae.cli_args import (
+from ppl_vae.models.config import CONDITIONALS, ModelConfig, build_pair
+from ppl_vae.training.checkpoints import CheckpointError, warm_start
+from ppl_vae.cli.arguments import (
     UsageError,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
 )
-from ppl_vae.cvae import QUADRANT_LAYOUTS, VISIBLE_QUADRANTS
-from ppl_vae.data import DATASETS, load_dataset
-from ppl_vae.device import resolve_device
-from ppl_vae.distributed import init_distributed, on_main, shutdown
+from ppl_vae.models.cvae import QUADRANT_LAYOUTS, VISIBLE_QUADRANTS
+from ppl_vae.data.datasets import DATASETS, load_dataset
+from ppl_vae.training.device import resolve_device
+from ppl_vae.training.distributed import init_distributed, on_main, shutdown
 from ppl_vae.guides import GUIDES
 from ppl_vae.guides.flow import PERMUTATIONS
-from ppl_vae.likelihoods import LIKELIHOODS
-from ppl_vae.lr_schedule import LR_SCHEDULES
-from ppl_vae.nets import ACTIVATIONS, NETWORKS
-from ppl_vae.run_dir import new_run_dir, read_config
-from ppl_vae.train import ELBOS, TrainConfig
-from ppl_vae.train_run import (
+from ppl_vae.nn.likelihoods import LIKELIHOODS
+from ppl_vae.training.schedules import LR_SCHEDULES
+from ppl_vae.nn.networks import ACTIVATIONS, NETWORKS
+from ppl_vae.cli.run_directory import new_run_dir, read_config
+from ppl_vae.infer.svi_step import ELBOS, TrainConfig
+from ppl_vae.cli.training_run import (
     CheckpointOptions,
     resumable,
     run_training,
     write_run_config,
 )
-from ppl_vae.trainer import ON_NAN
+from ppl_vae.training.trainer import ON_NAN
 
 
 def add_train_parser(subparsers) -> None:
@@ -90,7 +90,7 @@ def add_train_parser(subparsers) -> None:
                    "of Burda et al. with K = --num-particles)")
     p.add_argument("--num-particles", type=positive_int, default=1, help="samples of z per datapoint and step")
     p.add_argument("--jit", action="store_true",
-                   help="record the ELBO and its gradient once as a graph and replay it (ppl_vae.jit): same loss and "
+                   help="record the ELBO and its gradient once as a graph and replay it (ppl_vae.infer.compiled): same loss and "
                    "draws, faster steps; for models without data-dependent control flow")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="passes over the training split (default 10); with --resume, a new budget for the run")

@@ -10,7 +10,7 @@ It is the ELBO at ``K = 1``, grows with ``K``, and tends to ``log p(x)`` (Burda 
 2015, "Importance weighted autoencoders", arXiv:1509.00519, Theorem 1). Pyro computes it
 as :class:`~pyro.infer.RenyiELBO` at ``alpha = 0`` (Li & Turner 2016, arXiv:1602.02311),
 but only through ``loss`` and ``loss_and_grads``; :class:`IWAE_ELBO` adds the
-``differentiable_loss`` that :class:`ppl_vae.train.SVIStep` differentiates, and leaves
+``differentiable_loss`` that :class:`ppl_vae.infer.svi_step.SVIStep` differentiates, and leaves
 everything else to Pyro.
 """
 

@@ -6,13 +6,13 @@
 operation of the loss *and of its gradient* in one graph. Later calls with arguments of the
 same shapes replay that graph: Pyro's per-step Python work (messengers, traces, log-prob
 bookkeeping) and the autograd engine are skipped. The graph's redundant operations are
-removed once, and it is replayed as a generated Python function (:mod:`ppl_vae.fx_graphs`).
+removed once, and it is replayed as a generated Python function (:mod:`ppl_vae.infer.graph_passes`).
 The estimator and its draws are unchanged: a compiled run gives the uncompiled run's loss
 sequence (the graph keeps the random draws as operations, and compiling draws from a fork
 of torch's RNG).
 
 :class:`CompiledTraceMeanField_ELBO` and :class:`CompiledIWAE_ELBO` (the importance-weighted
-bound of :mod:`ppl_vae.iwae`) are compiled the same way.
+bound of :mod:`ppl_vae.infer.iwae`) are compiled the same way.
 
 This plays the part of Pyro's ``JitTrace_ELBO`` (which records the loss alone with the
 deprecated ``torch.jit.trace`` and differentiates it with TorchScript's autodiff), with the
@@ -45,8 +45,8 @@ from pyro.util import warn_if_nan
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils._pytree import tree_leaves
 
-from ppl_vae.fx_graphs import as_python_function, remove_redundant_operations
-from ppl_vae.iwae import IWAE_ELBO
+from ppl_vae.infer.graph_passes import as_python_function, remove_redundant_operations
+from ppl_vae.infer.iwae import IWAE_ELBO
 
 
 class CompiledELBO:
@@ -140,7 +140,7 @@ class CompiledTraceMeanField_ELBO(CompiledELBO, TraceMeanField_ELBO):
 
 
 class CompiledIWAE_ELBO(CompiledELBO, IWAE_ELBO):
-    """:class:`~ppl_vae.iwae.IWAE_ELBO` (the importance-weighted bound) with its loss and
+    """:class:`~ppl_vae.infer.iwae.IWAE_ELBO` (the importance-weighted bound) with its loss and
     gradient compiled once per input shape; the loss is its own surrogate (every guide site
     is reparameterized).
 

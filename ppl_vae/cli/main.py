@@ -10,21 +10,21 @@
   and appends the result to ``check.csv`` / ``check.md``.
 
 Every user error is one line on stderr and exit code 2. The command keeps freed memory
-in the process for reuse (:func:`ppl_vae.memory.retain_freed_memory`).
+in the process for reuse (:func:`ppl_vae.training.memory.retain_freed_memory`).
 """
 
 import argparse
 import sys
 
-from ppl_vae.checkpoint import CheckpointError
-from ppl_vae.cli_args import Parser, UsageError
-from ppl_vae.cli_evaluate import add_check_parser, add_evaluate_parser
-from ppl_vae.cli_train import add_train_parser
-from ppl_vae.data import DataError
-from ppl_vae.distributed import DistributedError
-from ppl_vae.memory import retain_freed_memory
-from ppl_vae.run_dir import RunDirError
-from ppl_vae.train import NonFiniteLossError
+from ppl_vae.training.checkpoints import CheckpointError
+from ppl_vae.cli.arguments import Parser, UsageError
+from ppl_vae.cli.evaluate_commands import add_check_parser, add_evaluate_parser
+from ppl_vae.cli.train_command import add_train_parser
+from ppl_vae.data.datasets import DataError
+from ppl_vae.training.distributed import DistributedError
+from ppl_vae.training.memory import retain_freed_memory
+from ppl_vae.cli.run_directory import RunDirError
+from ppl_vae.infer.svi_step import NonFiniteLossError
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -38,7 +38,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    retain_freed_memory()  # no page faults from re-allocating large tensors (ppl_vae.memory)
+    retain_freed_memory()  # no page faults from re-allocating large tensors (ppl_vae.training.memory)
     try:
         return args.func(args)
     except DistributedError as error:  # another rank died or stalled: not a usage error

@@ -10,7 +10,7 @@ guide           reference
 ``full-rank``   closed-form KL, likewise
 ``planar``,     no closed form exists: a Monte Carlo mean of ``log p(x, z) - log q(z|x)``
 ``iaf``         read from the library's own trace-based importance weights
-                (:func:`ppl_vae.evaluate.log_importance_weights`), with its standard error
+                (:func:`ppl_vae.infer.importance.log_importance_weights`), with its standard error
 ==============  ===================================================================
 """
 
@@ -21,10 +21,10 @@ import pyro
 import torch
 from torch import nn
 
-from ppl_vae.elbo import closed_form_elbo
-from ppl_vae.evaluate import log_importance_weights
-from ppl_vae.registration import registration_skipped
-from ppl_vae.train import make_elbo
+from ppl_vae.infer.closed_form import closed_form_elbo
+from ppl_vae.infer.importance import log_importance_weights
+from ppl_vae.nn.registration import registration_skipped
+from ppl_vae.infer.svi_step import make_elbo
 
 
 @torch.no_grad()

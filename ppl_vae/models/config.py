@@ -5,10 +5,10 @@ from typing import Any
 
 from torch import nn
 
-from ppl_vae.cvae import QUADRANT_LAYOUTS, LabelConditionalVAE, MergedQuadrantEncoder, QuadrantBaseline, QuadrantCVAE
+from ppl_vae.models.cvae import QUADRANT_LAYOUTS, LabelConditionalVAE, MergedQuadrantEncoder, QuadrantBaseline, QuadrantCVAE
 from ppl_vae.guides import make_guide
-from ppl_vae.models import VAE
-from ppl_vae.nets import MLPEncoder, make_networks
+from ppl_vae.models.vae import VAE
+from ppl_vae.nn.networks import MLPEncoder, make_networks
 
 CONDITIONALS = ("none", "label", "quadrants")
 
@@ -25,8 +25,8 @@ class ModelConfig:
     :param likelihood: likelihood name.
     :param guide: guide name.
     :param guide_options: the guide's own options.
-    :param conditional: ``"none"``, ``"label"`` (:class:`~ppl_vae.cvae.LabelConditionalVAE`)
-        or ``"quadrants"`` (:class:`~ppl_vae.cvae.QuadrantCVAE`).
+    :param conditional: ``"none"``, ``"label"`` (:class:`~ppl_vae.models.cvae.LabelConditionalVAE`)
+        or ``"quadrants"`` (:class:`~ppl_vae.models.cvae.QuadrantCVAE`).
     :param num_classes: classes of the label-conditional model.
     :param learned_prior: the label-conditional model learns p(z|y).
     :param visible_quadrants: 1, 2 or 3 for the quadrant model.

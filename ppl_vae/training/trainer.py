@@ -22,15 +22,15 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm.auto import tqdm
 
-from ppl_vae.checkpoint import TRAIN_FORMAT, atomic_write
-from ppl_vae.data import Dataset
-from ppl_vae.diagnose import nonfinite_site
-from ppl_vae.distributed import shard_batch
-from ppl_vae.evaluate import evaluate_elbo, model_arguments
-from ppl_vae.kl_scale import warmup_scale
-from ppl_vae.lr_schedule import check_schedule, scheduled_lr
-from ppl_vae.rng import rng_state, set_rng_state
-from ppl_vae.train import NonFiniteLossError, SVIStep, TrainConfig, make_elbo
+from ppl_vae.training.checkpoints import TRAIN_FORMAT, atomic_write
+from ppl_vae.data.datasets import Dataset
+from ppl_vae.infer.diagnose import nonfinite_site
+from ppl_vae.training.distributed import shard_batch
+from ppl_vae.training.evaluation import evaluate_elbo, model_arguments
+from ppl_vae.infer.latent_scale import warmup_scale
+from ppl_vae.training.schedules import check_schedule, scheduled_lr
+from ppl_vae.training.rng_state import rng_state, set_rng_state
+from ppl_vae.infer.svi_step import NonFiniteLossError, SVIStep, TrainConfig, make_elbo
 
 ON_NAN = ("stop", "skip")
 
@@ -54,7 +54,7 @@ class Trainer:
     :param on_nan: ``"stop"`` (raise at the first non-finite loss or gradient, naming the
         site) or ``"skip"`` (skip the step; give up after ``max_skipped`` in a row).
     :param extra: JSON-able data stored in every checkpoint (e.g. the run's config).
-    :param distributed: data-parallel training (:mod:`ppl_vae.distributed`): ``batch_size``
+    :param distributed: data-parallel training (:mod:`ppl_vae.training.distributed`): ``batch_size``
         is the global batch, each rank steps on its shard, and only rank 0 writes checkpoints.
     """
 
@@ -306,7 +306,7 @@ def fit(model: nn.Module, guide, data: Dataset, config: TrainConfig,
     epoch with the best validation bound (the ELBO; for ``"iwae"``, the IWAE bound).
 
     :param distributed: data-parallel training over a process group (see
-        :func:`ppl_vae.distributed.init_distributed`); ``config.batch_size`` is the global batch.
+        :func:`ppl_vae.training.distributed.init_distributed`); ``config.batch_size`` is the global batch.
     """
     trainer = Trainer(model, guide, data, config, distributed=distributed)
     metrics = trainer.run(on_epoch, progress)

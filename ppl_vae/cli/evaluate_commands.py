@@ -5,10 +5,10 @@ from pathlib import Path
 
 import torch
 
-from ppl_vae.cli_args import positive_int
-from ppl_vae.device import resolve_device
-from ppl_vae.distributed import init_distributed, shutdown
-from ppl_vae.run_dir import append_table, load_run
+from ppl_vae.cli.arguments import positive_int
+from ppl_vae.training.device import resolve_device
+from ppl_vae.training.distributed import init_distributed, shutdown
+from ppl_vae.cli.run_directory import append_table, load_run
 
 
 def add_run_dir_arguments(p) -> None:
@@ -44,7 +44,7 @@ def add_check_parser(subparsers) -> None:
 
 def evaluation_data(args: argparse.Namespace):
     """The run's model, guide and the fixed model arguments to evaluate on (binarized once, seeded)."""
-    from ppl_vae.evaluate import model_arguments
+    from ppl_vae.training.evaluation import model_arguments
 
     device = resolve_device(args.device)
     model, guide, data = load_run(args.run_dir, device, args.data_dir)
@@ -61,7 +61,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from ppl_vae.evaluate import evaluation_table
+    from ppl_vae.infer.importance import evaluation_table
 
     distributed = init_distributed(resolve_device(args.device))  # under torchrun: datapoints sharded over ranks
     try:
@@ -81,7 +81,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if distributed is not None:
         row["processes"] = distributed.world_size
     if hasattr(model, "baseline"):  # quadrant completion: the baseline's exact -log p(y | x_visible)
-        from ppl_vae.cvae import baseline_nll
+        from ppl_vae.models.cvae import baseline_nll
 
         row["baseline_nll"] = baseline_nll(model.baseline, x, *condition).mean().item()
     row = {"dataset": data.name, "split": args.split, "device": str(x.device), **row}
@@ -93,7 +93,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from ppl_vae.check import elbo_agreement
+    from ppl_vae.infer.agreement import elbo_agreement
 
     model, guide, data, (x, *condition) = evaluation_data(args)
     table = elbo_agreement(model, guide, x, *condition, num_particles=args.num_particles, repeats=args.repeats,

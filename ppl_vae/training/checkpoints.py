@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ppl_vae.build import ModelConfig, build_pair
+from ppl_vae.models.config import ModelConfig, build_pair
 
 FORMAT = "ppl_vae/1"
 
@@ -125,7 +125,7 @@ def warm_start(path: str | Path, model: nn.Module, guide: nn.Module, config: Mod
     return {"path": str(path), "epoch": payload["extra"].get("epoch")}
 
 
-TRAIN_FORMAT = "ppl_vae/train-1"  # the format tag of training checkpoints (ppl_vae.trainer)
+TRAIN_FORMAT = "ppl_vae/train-1"  # the format tag of training checkpoints (ppl_vae.training.trainer)
 
 
 def latest_checkpoint(checkpoint_dir: Path, map_location="cpu") -> tuple[dict, Path, list[str]]:

@@ -3,7 +3,7 @@
 A schedule here maps ``(lr, step, total_steps)`` to the step's learning rate. Being a
 function of the step counter, it survives checkpoints and resumption without a state of
 its own. The plateau decay on the validation ELBO (torch's ``ReduceLROnPlateau``) is the
-other kind; :class:`ppl_vae.trainer.Trainer` handles it.
+other kind; :class:`ppl_vae.training.trainer.Trainer` handles it.
 """
 
 LR_SCHEDULES = ("constant", "burda")

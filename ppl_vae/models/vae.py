@@ -7,7 +7,7 @@ of Pyro's ``examples/vae/vae.py``: a plate ``"data"`` over the batch, a latent s
 
 A model may take a *condition* (a float tensor ``(batch, condition_dim)``, e.g. one-hot
 labels) after ``x``: ``forward(x, condition)`` passes it to the decoder and, for the
-conditional models of :mod:`ppl_vae.cvae`, to a learned prior. Guides take the same
+conditional models of :mod:`ppl_vae.models.cvae`, to a learned prior. Guides take the same
 arguments.
 """
 
@@ -19,8 +19,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppl_vae.likelihoods import Likelihood, make_likelihood
-from ppl_vae.registration import register
+from ppl_vae.nn.likelihoods import Likelihood, make_likelihood
+from ppl_vae.nn.registration import register
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -53,8 +53,8 @@ class VAE(nn.Module):
         parameters of shape ``(batch, *event_shape)``.
     :param z_dim: the latent dimension.
     :param event_shape: the shape of one datapoint, e.g. ``(1, 28, 28)``.
-    :param likelihood: a name from :data:`ppl_vae.likelihoods.LIKELIHOODS` or a
-        :class:`~ppl_vae.likelihoods.Likelihood`.
+    :param likelihood: a name from :data:`ppl_vae.nn.likelihoods.LIKELIHOODS` or a
+        :class:`~ppl_vae.nn.likelihoods.Likelihood`.
     :param condition_dim: width of the condition the decoder takes (0: unconditional).
 
     Example::

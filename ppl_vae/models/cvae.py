@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ppl_vae.likelihoods import make_likelihood
-from ppl_vae.models import VAE
-from ppl_vae.nets import MLPEncoder, mlp
-from ppl_vae.registration import register
+from ppl_vae.nn.likelihoods import make_likelihood
+from ppl_vae.models.vae import VAE
+from ppl_vae.nn.networks import MLPEncoder, mlp
+from ppl_vae.nn.registration import register
 
 VISIBLE_QUADRANTS = (1, 2, 3)
 QUADRANT_LAYOUTS = ("pyro", "visible")  # generation net on z only / on (z, x_visible)
