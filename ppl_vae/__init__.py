@@ -9,6 +9,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import types
 import warnings
 
 from ppl_vae.data import Dataset, load_dataset
@@ -39,7 +40,7 @@ __all__ = [
 MOVED_MODULES = {
     "bernoulli": "distributions.bernoulli", "build": "models.config", "check": "infer.agreement",
     "checkpoint": "training.checkpoints", "cli_args": "cli.arguments", "cli_evaluate": "cli.evaluate_commands",
-    "cli_train": "cli.train_command", "cvae": "models.cvae", "device": "training.device",
+    "cli_train": "cli.train_command", "cvae": ("models.conditional", "models.quadrants"), "device": "training.device",
     "diagnose": "infer.diagnose", "distributed": "training.distributed", "elbo": "infer.closed_form",
     "evaluate": "infer.importance", "figures": "cli.figures", "fx_graphs": "infer.graph_passes",
     "iwae": "infer.iwae", "jit": "infer.compiled", "kl_scale": "infer.latent_scale",
@@ -53,12 +54,19 @@ MOVED_MODULES = {
 class _MovedModuleLoader(importlib.abc.Loader):
     """Loads an old module path as the module that now holds its code."""
 
-    def __init__(self, old: str, new: str) -> None:
+    def __init__(self, old: str, new: str | tuple[str, ...]) -> None:
         self.old, self.new = old, new
 
     def create_module(self, spec):
-        warnings.warn(f"{self.old} is deprecated; import {self.new} instead", DeprecationWarning, stacklevel=2)
-        return importlib.import_module(self.new)
+        news = (self.new,) if isinstance(self.new, str) else self.new
+        warnings.warn(f"{self.old} is deprecated; import {' or '.join(news)} instead", DeprecationWarning,
+                      stacklevel=2)
+        if len(news) == 1:
+            return importlib.import_module(news[0])
+        merged = types.ModuleType(self.old)  # a module split in two: the names of both
+        for new in news:
+            merged.__dict__.update({k: v for k, v in vars(importlib.import_module(new)).items() if not k.startswith("__")})
+        return merged
 
     def exec_module(self, module) -> None:
         pass
@@ -71,7 +79,9 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder):
         prefix, _, name = fullname.partition(".")
         if prefix != __name__ or name not in MOVED_MODULES:
             return None
-        return importlib.util.spec_from_loader(fullname, _MovedModuleLoader(fullname, f"{__name__}.{MOVED_MODULES[name]}"))
+        new = MOVED_MODULES[name]
+        new = f"{__name__}.{new}" if isinstance(new, str) else tuple(f"{__name__}.{n}" for n in new)
+        return importlib.util.spec_from_loader(fullname, _MovedModuleLoader(fullname, new))
 
 
 if not any(isinstance(finder, _MovedModuleFinder) for finder in sys.meta_path):

@@ -31,10 +31,11 @@ import pyro
 import torch
 
 from ppl_vae import ModelConfig, TrainConfig, build_pair, fit, load_dataset
-from ppl_vae.models.cvae import QUADRANT_LAYOUTS, baseline_nll, empty_guide
+from ppl_vae.models.base import empty_guide
+from ppl_vae.models.quadrants import QUADRANT_LAYOUTS, baseline_nll
 from ppl_vae.training.device import resolve_device
 from ppl_vae.infer.importance import Summary, estimate_log_likelihood
-from ppl_vae.cli.figures import save_completions
+from torchvision.utils import save_image
 
 PYRO_TUTORIAL = {  # negative conditional ELBO per image on the test split, from Pyro's CVAE tutorial
     1: {"baseline": 100.4, "cvae": 71.8},
@@ -105,7 +106,7 @@ def main() -> None:
             print(row, flush=True)
         table.to_csv(table_path, index=False)
         batch = data.test[:12]
-        save_completions(model, model.task.split(batch)[0], batch, args.out / f"cvae_completions_{visible}.png")
+        save_image(model.completion_grid(batch), args.out / f"cvae_completions_{visible}.png")
         write_markdown(table, args)
 
 

@@ -7,7 +7,8 @@ from pyro.poutine.util import site_is_subsample
 
 from ppl_vae import ModelConfig, build_pair
 from ppl_vae.infer.agreement import elbo_agreement
-from ppl_vae.models.cvae import QuadrantTask, baseline_nll, one_hot, quadrant_mask
+from ppl_vae.models.conditional import one_hot
+from ppl_vae.models.quadrants import QuadrantTask, baseline_nll, quadrant_mask
 from ppl_vae.data.datasets import load_dataset
 from ppl_vae.infer.importance import estimate_log_likelihood
 
@@ -130,7 +131,7 @@ def test_labels_route_to_the_decoder_and_prior():
 def test_baseline_nll_is_its_trace_elbo_loss(sample):
     from pyro.infer import Trace_ELBO
 
-    from ppl_vae.models.cvae import empty_guide
+    from ppl_vae.models.base import empty_guide
 
     model, _ = quadrant_pair()
     images, _ = next(sample.batches("test", 10, labels=True))

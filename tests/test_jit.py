@@ -6,7 +6,7 @@ import torch
 
 from ppl_vae import IWAE_ELBO, ModelConfig, SVIStep, build_pair, make_elbo
 from ppl_vae.cli.main import main
-from ppl_vae.training.evaluation import model_arguments
+from ppl_vae.models.base import model_arguments
 from ppl_vae.infer.compiled import (
     CompiledIWAE_ELBO,
     CompiledTrace_ELBO,

@@ -44,7 +44,7 @@ def add_check_parser(subparsers) -> None:
 
 def evaluation_data(args: argparse.Namespace):
     """The run's model, guide and the fixed model arguments to evaluate on (binarized once, seeded)."""
-    from ppl_vae.training.evaluation import model_arguments
+    from ppl_vae.models.base import model_arguments
 
     device = resolve_device(args.device)
     model, guide, data = load_run(args.run_dir, device, args.data_dir)
@@ -80,10 +80,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     if distributed is not None:
         row["processes"] = distributed.world_size
-    if hasattr(model, "baseline"):  # quadrant completion: the baseline's exact -log p(y | x_visible)
-        from ppl_vae.models.cvae import baseline_nll
-
-        row["baseline_nll"] = baseline_nll(model.baseline, x, *condition).mean().item()
+    row.update(model.extra_metrics(x, *condition))  # the model's own figures (ppl_vae.models.base.Model)
     row = {"dataset": data.name, "split": args.split, "device": str(x.device), **row}
     append_table(args.run_dir, "evaluation", pd.DataFrame([row]))
     print(f"{data.name} {args.split}: NLL {row['nll']:.2f} +- {row['nll_std_error']:.2f} nats "

@@ -16,7 +16,8 @@ from ppl_vae.cli.arguments import (
     positive_float,
     positive_int,
 )
-from ppl_vae.models.cvae import QUADRANT_LAYOUTS, VISIBLE_QUADRANTS
+from ppl_vae.models.quadrants import QUADRANT_LAYOUTS, VISIBLE_QUADRANTS
+from ppl_vae.models.registry import MODELS
 from ppl_vae.data.datasets import DATASETS, load_dataset
 from ppl_vae.training.device import resolve_device
 from ppl_vae.training.distributed import init_distributed, on_main, shutdown
@@ -148,30 +149,25 @@ def guide_options(args: argparse.Namespace) -> dict:
 
 
 def model_config(args: argparse.Namespace, data) -> ModelConfig:
-    """The model config from the flags and the dataset, with conditional options checked."""
-    if args.conditional != "quadrants" and args.visible_quadrants is not None:
-        raise UsageError("--visible-quadrants needs --conditional quadrants")
-    if args.conditional != "quadrants" and args.quadrant_layout is not None:
-        raise UsageError("--quadrant-layout needs --conditional quadrants")
-    if args.conditional != "label" and args.learned_prior:
-        raise UsageError("--learned-prior needs --conditional label")
-    if args.conditional == "label" and data.num_classes == 0:
-        raise UsageError(f"--conditional label needs a dataset with labels; {data.name!r} has none "
-                         "(choose from mnist-sample, mnist, fashion-mnist, cifar10 and their binarized forms)")
-    if args.conditional == "quadrants" and data.event_shape != (1, 28, 28):
-        raise UsageError(f"--conditional quadrants needs 28x28 grayscale digits; {data.name!r} has shape "
-                         f"{data.event_shape}")
+    """The model config from the flags and the dataset; a model's own flags need that model."""
+    entry = MODELS[args.conditional]
+    given = {"learned_prior": args.learned_prior or None, "visible_quadrants": args.visible_quadrants,
+             "quadrant_layout": args.quadrant_layout}
+    for name, value in given.items():
+        if value is not None and name not in entry.options:
+            owner = next(model for model, other in MODELS.items() if name in other.options)
+            raise UsageError(f"--{name.replace('_', '-')} needs --conditional {owner}")
+    entry.check_data(data)
+    options = {**(entry.defaults or {}), **{k: v for k, v in given.items() if v is not None}}
+    if "num_classes" in entry.options:
+        options["num_classes"] = data.num_classes
     likelihood = args.likelihood
     if likelihood == "auto":
-        grayscale = "bce-grayscale" if args.conditional == "quadrants" else "continuous-bernoulli"
-        likelihood = "bernoulli" if data.is_binary else grayscale
+        likelihood = "bernoulli" if data.is_binary else entry.grayscale_likelihood
     return ModelConfig(
         event_shape=data.event_shape, z_dim=args.z_dim, network=args.network, hidden_dims=tuple(args.hidden_dims),
         activation=args.activation, likelihood=likelihood, guide=args.guide, guide_options=guide_options(args),
-        conditional=args.conditional, num_classes=data.num_classes if args.conditional == "label" else 0,
-        learned_prior=args.learned_prior,
-        visible_quadrants=(args.visible_quadrants or 2) if args.conditional == "quadrants" else 0,
-        quadrant_layout=args.quadrant_layout or "pyro",
+        conditional=args.conditional, **options,
     )
 
 

@@ -98,14 +98,10 @@ def run_training(out: Path, model: nn.Module, guide: nn.Module, config: ModelCon
         trainer.load_state_dict(state)
         if main:
             print(f"resuming from {path} (epoch {trainer.epoch}, step {trainer.global_step})", file=sys.stderr)
-    elif config.conditional == "quadrants":  # the baseline first: the CVAE's prior network uses it
-        from ppl_vae.models.cvae import empty_guide
-
-        # every rank trains the same baseline from the same draws (it is small)
-        baseline = model.baseline.requires_grad_(True)
-        fit(baseline, empty_guide, data, train_config, progress=progress and main,
-            on_epoch=epoch_logger(out, "baseline_metrics.csv", "baseline ", []) if main else None)
-        baseline.requires_grad_(False).eval()
+    else:  # a new run: the model's stages first (every rank trains the same, from the same draws)
+        for stage in model.pretraining_stages():
+            fit(stage.model, stage.guide, data, train_config, progress=progress and main,
+                on_epoch=epoch_logger(out, f"{stage.name}_metrics.csv", f"{stage.name} ", []) if main else None)
     on_epoch = epoch_logger(out, "metrics.csv", "", list(trainer.rows)) if main else None
     with StopSignals() as signals:
         try:

@@ -121,8 +121,8 @@ def closed_form_elbo(
 
     The prior is the model's: N(0, I), or a learned conditional diagonal Gaussian
     p(z|condition), for which the Gaussian-vs-Gaussian KL is used. The expected
-    log-likelihood is exact when the model is linear-Gaussian (it has
-    ``linear_gaussian_params()``), and otherwise a Monte Carlo mean over ``num_samples``
+    log-likelihood is exact when the model is linear-Gaussian (its
+    ``linear_gaussian_params()`` is not None), and otherwise a Monte Carlo mean over ``num_samples``
     reparameterized draws of z, with its standard error.
 
     :param model: a model of the library: ``prior(batch_size, *args)`` and
@@ -148,8 +148,9 @@ def closed_form_elbo(
         kl = kl_diagonal_standard(loc, scale_tril.diagonal(dim1=-2, dim2=-1))
     else:
         kl = kl_full_rank_standard(loc, scale_tril)
-    if hasattr(model, "linear_gaussian_params"):
-        weight, bias, sigma = model.linear_gaussian_params()
+    linear_gaussian = getattr(model, "linear_gaussian_params", lambda: None)()
+    if linear_gaussian is not None:
+        weight, bias, sigma = linear_gaussian
         ell = expected_log_linear_gaussian(x.reshape(len(x), -1), weight, bias, sigma, loc, scale_tril)
         std_error = torch.zeros_like(ell)
     else:

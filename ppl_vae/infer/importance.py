@@ -148,8 +148,7 @@ def evaluation_table(
         per_datapoint = PerDatapoint(log_likelihood, elbo)
     seconds = time.perf_counter() - start
     nll, elbo = Summary.of(-per_datapoint.log_likelihood), Summary.of(per_datapoint.elbo)
-    task = getattr(model, "task", None)  # quadrant completion observes the hidden pixels only
-    dims = task.num_hidden if task is not None else math.prod(x.shape[1:])
+    dims = getattr(model, "observed_dims", None) or math.prod(x.shape[1:])  # a Model says; else every pixel
     active = active_units(z_mean)
     row = {
         "num_datapoints": len(x), "num_samples": num_samples,

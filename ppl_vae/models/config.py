@@ -1,16 +1,55 @@
-"""A model/guide pair described by a small config, and rebuilt from it."""
+"""A model/guide pair described by a small config, validated when built, and rebuilt from it.
 
-from dataclasses import asdict, dataclass, field
+:class:`ModelConfig` checks itself in ``__post_init__``: a config built from flags, from
+Python or read back from a run's ``config.json`` or checkpoint goes through the same
+checks, which raise :class:`ConfigError` naming the field.
+"""
+
+import math
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from torch import nn
 
-from ppl_vae.models.cvae import QUADRANT_LAYOUTS, LabelConditionalVAE, MergedQuadrantEncoder, QuadrantBaseline, QuadrantCVAE
-from ppl_vae.guides import make_guide
-from ppl_vae.models.vae import VAE
-from ppl_vae.nn.networks import MLPEncoder, make_networks
+from ppl_vae.guides import GUIDES
+from ppl_vae.models.registry import MODELS
+from ppl_vae.nn.likelihoods import LIKELIHOODS
+from ppl_vae.nn.networks import ACTIVATIONS, NETWORKS
 
-CONDITIONALS = ("none", "label", "quadrants")
+CONDITIONALS = tuple(MODELS)
+
+
+class ConfigError(ValueError):
+    """A setting is out of its range; :attr:`field` names it (the command line turns it into the flag).
+
+    :param field: the config field.
+    :param problem: what is wrong, e.g. ``"must be at least 1, got 0"``.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field, self.problem = field, problem
+
+
+def require(condition: bool, name: str, problem: str) -> None:
+    """Raise :class:`ConfigError` for field ``name`` unless ``condition``."""
+    if not condition:
+        raise ConfigError(name, problem)
+
+
+def require_count(config: Any, name: str, minimum: int, maximum: int | None = None) -> None:
+    """Field ``name`` of ``config`` is a whole number in ``[minimum, maximum]``."""
+    value = getattr(config, name)
+    require(isinstance(value, int) and not isinstance(value, bool), name, f"must be an integer, got {value!r}")
+    require(value >= minimum, name, f"must be at least {minimum}, got {value}")
+    require(maximum is None or value <= maximum, name, f"must be at most {maximum}, got {value}")
+
+
+def require_choice(config: Any, name: str, choices: tuple, what: str | None = None) -> None:
+    """Field ``name`` of ``config`` is one of ``choices``."""
+    value = getattr(config, name)
+    require(value in choices, name,
+            f"{value!r} is not a known {what or name}; choose from {', '.join(map(str, choices))}")
 
 
 @dataclass
@@ -25,8 +64,10 @@ class ModelConfig:
     :param likelihood: likelihood name.
     :param guide: guide name.
     :param guide_options: the guide's own options.
-    :param conditional: ``"none"``, ``"label"`` (:class:`~ppl_vae.models.cvae.LabelConditionalVAE`)
-        or ``"quadrants"`` (:class:`~ppl_vae.models.cvae.QuadrantCVAE`).
+    :param conditional: the model, by its name in :data:`ppl_vae.models.registry.MODELS`:
+        ``"none"`` (:class:`~ppl_vae.models.vae.VAE`), ``"label"``
+        (:class:`~ppl_vae.models.conditional.LabelConditionalVAE`) or ``"quadrants"``
+        (:class:`~ppl_vae.models.quadrants.QuadrantCVAE`).
     :param num_classes: classes of the label-conditional model.
     :param learned_prior: the label-conditional model learns p(z|y).
     :param visible_quadrants: 1, 2 or 3 for the quadrant model.
@@ -35,6 +76,7 @@ class ModelConfig:
         in Pyro's example) or ``"visible"`` (generation network on ``(z, x_visible)``,
         recognition network on ``x_visible`` and ``y`` side by side; runs saved before this
         option existed use it).
+    :raises ConfigError: for an unknown name or a size out of range.
     """
 
     event_shape: tuple[int, ...] = (1, 28, 28)
@@ -51,58 +93,41 @@ class ModelConfig:
     visible_quadrants: int = 0
     quadrant_layout: str = "pyro"
 
+    def __post_init__(self) -> None:
+        for name in ("event_shape", "hidden_dims"):
+            value = getattr(self, name)
+            require(isinstance(value, (list, tuple)) and len(value) > 0, name,
+                    f"must be a non-empty sequence of sizes, got {value!r}")
+            setattr(self, name, tuple(value))
+            require(all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value), name,
+                    f"must hold sizes of at least 1, got {value!r}")
+        require_count(self, "z_dim", minimum=1, maximum=1 << 16)
+        require(math.prod(self.event_shape) * max(self.hidden_dims) <= 1 << 31, "hidden_dims",
+                f"{self.hidden_dims} are too wide for datapoints of shape {self.event_shape}")
+        require_choice(self, "network", NETWORKS)
+        require_choice(self, "activation", tuple(ACTIVATIONS))
+        require_choice(self, "likelihood", tuple(LIKELIHOODS))
+        require_choice(self, "guide", tuple(GUIDES))
+        require(isinstance(self.guide_options, dict), "guide_options", f"must be a mapping, got {self.guide_options!r}")
+        require_choice(self, "conditional", CONDITIONALS, what="model")
+        require_count(self, "num_classes", minimum=0)
+        require_count(self, "visible_quadrants", minimum=0)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
-        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        """The config a ``to_dict`` (a run's ``config.json``) recorded; unknown keys are ignored."""
+        known = {k: v for k, v in values.items() if k in {f.name for f in fields(cls)}}
         if known.get("conditional") == "quadrants":
             known.setdefault("quadrant_layout", "visible")  # the only layout before the option existed
-        for key in ("event_shape", "hidden_dims"):
-            if key in known:
-                known[key] = tuple(known[key])
         return cls(**known)
 
 
-def build_pair(config: ModelConfig) -> tuple[VAE, nn.Module]:
+def build_pair(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
     """Build ``(model, guide)`` from a config, with freshly initialized weights.
 
-    :raises ValueError: for unknown names or invalid sizes.
+    :raises ValueError: for options the chosen model or guide cannot take.
     """
-    if config.z_dim < 1:
-        raise ValueError(f"z_dim must be at least 1, got {config.z_dim}")
-    if config.conditional not in CONDITIONALS:
-        raise ValueError(f"unknown conditional model {config.conditional!r}; choose from {', '.join(CONDITIONALS)}")
-    if config.conditional == "quadrants":
-        return build_quadrant_pair(config)
-    condition_dim = config.num_classes if config.conditional == "label" else 0
-    if config.conditional == "label" and config.num_classes < 2:
-        raise ValueError(f"label conditioning needs at least 2 classes, got {config.num_classes}")
-    encoder, decoder = make_networks(
-        config.network, config.event_shape, config.z_dim, config.hidden_dims, config.activation, condition_dim
-    )
-    if config.conditional == "label":
-        model = LabelConditionalVAE(decoder, config.z_dim, config.event_shape, config.num_classes,
-                                    config.likelihood, config.learned_prior)
-    else:
-        model = VAE(decoder, config.z_dim, config.event_shape, config.likelihood)
-    guide = make_guide(config.guide, encoder, config.z_dim, **config.guide_options)
-    return model, guide
-
-
-def build_quadrant_pair(config: ModelConfig) -> tuple[QuadrantCVAE, nn.Module]:
-    """The quadrant-completion CVAE (its untrained baseline inside) and its recognition guide."""
-    if tuple(config.event_shape) != (1, 28, 28) or config.network != "mlp":
-        raise ValueError("quadrant completion needs 28x28x1 images and the mlp network")
-    if config.quadrant_layout not in QUADRANT_LAYOUTS:
-        raise ValueError(f"unknown quadrant layout {config.quadrant_layout!r}; choose from {', '.join(QUADRANT_LAYOUTS)}")
-    baseline = QuadrantBaseline(config.visible_quadrants, config.hidden_dims, config.likelihood)
-    pyro_layout = config.quadrant_layout == "pyro"
-    model = QuadrantCVAE(baseline, config.z_dim, config.hidden_dims, decoder_sees_visible=not pyro_layout)
-    if pyro_layout:
-        encoder = MergedQuadrantEncoder(baseline.task, config.hidden_dims, config.activation)
-    else:
-        encoder = MLPEncoder(config.event_shape, config.hidden_dims, config.activation,
-                             condition_dim=baseline.task.num_hidden)
-    return model, make_guide(config.guide, encoder, config.z_dim, **config.guide_options)
+    return MODELS[config.conditional].build(config)

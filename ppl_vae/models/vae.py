@@ -7,46 +7,27 @@ of Pyro's ``examples/vae/vae.py``: a plate ``"data"`` over the batch, a latent s
 
 A model may take a *condition* (a float tensor ``(batch, condition_dim)``, e.g. one-hot
 labels) after ``x``: ``forward(x, condition)`` passes it to the decoder and, for the
-conditional models of :mod:`ppl_vae.models.cvae`, to a learned prior. Guides take the same
+conditional models of :mod:`ppl_vae.models.conditional`, to a learned prior. Guides take the same
 arguments.
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
+from torchvision.utils import make_grid
 
+from ppl_vae.distributions.standard_normal import StandardNormal
+from ppl_vae.guides import make_guide
+from ppl_vae.models.base import Model
 from ppl_vae.nn.likelihoods import Likelihood, make_likelihood
-from ppl_vae.nn.registration import register
+from ppl_vae.nn.networks import make_networks
+from ppl_vae.nn.registration import register, registration_skipped
 
-LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
-
-
-class StandardNormal(dist.Normal):
-    """Pyro's :class:`~pyro.distributions.Normal` with ``loc = 0`` and ``scale = 1``, whose
-    ``log_prob`` skips the arithmetic with them: ``-z^2 / 2 - log sqrt(2 pi)``.
-
-    Everything else (sampling, ``expand``, KL divergences, Pyro's handlers) is Normal's;
-    the prior's log-density is then 3 tensor operations instead of 8, a few percent of the
-    work an ELBO step or an evaluation pass does besides the decoder.
-
-    :param loc: zeros of the batch shape (they fix shape, dtype and device).
-    :param scale: ones of the batch shape.
-    """
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if self._validate_args:
-            self._validate_sample(value)
-        log_prob = value.square().mul_(-0.5).sub_(LOG_SQRT_2PI)
-        if value.shape == self.batch_shape:  # the usual case; broadcast_shapes costs 0.1 ms
-            return log_prob
-        return log_prob.expand(torch.broadcast_shapes(value.shape, self.batch_shape))
-
-
-class VAE(nn.Module):
+class VAE(Model):
     """The VAE model ``p(z) p(x|z)`` (Kingma & Welling 2013, arXiv:1312.6114).
 
     :param decoder: a network from ``z`` of shape ``(batch, z_dim)`` to the raw likelihood
@@ -85,6 +66,11 @@ class VAE(nn.Module):
     def arguments(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """The model's (and guide's) arguments for a batch of a dataset: ``(x,)`` here."""
         return (images,)
+
+    @property
+    def observed_dims(self) -> int:
+        """Every pixel of a datapoint is observed."""
+        return math.prod(self.event_shape)
 
     def check_condition(self, condition: tuple) -> None:
         """Raise ValueError if a condition is missing, superfluous or of the wrong width."""
@@ -133,3 +119,32 @@ class VAE(nn.Module):
         """
         z = self.prior(num_samples, like, *condition).sample()
         return self.observation(z, *condition).mean
+
+    @torch.no_grad()
+    def reconstruct(self, guide: Callable, x: torch.Tensor, *condition: torch.Tensor) -> torch.Tensor:
+        """Mean images ``E[x|z]`` for ``z ~ q(z|x)``: ``(batch, *event_shape)``."""
+        with registration_skipped():
+            z = guide(x, *condition)
+        return self.observation(z, *condition).mean
+
+    @torch.no_grad()
+    def figures(self, guide: Callable, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """``samples.png`` (:meth:`sample_grid`) and ``reconstructions.png`` (the batch above
+        its reconstructions)."""
+        _, *condition = self.arguments(images, labels)
+        recon = self.reconstruct(guide, images, *condition)
+        return {"samples.png": self.sample_grid(images),
+                "reconstructions.png": make_grid(torch.cat([images, recon]).clamp(0, 1), nrow=8)}
+
+    @torch.no_grad()
+    def sample_grid(self, like: torch.Tensor) -> torch.Tensor:
+        """64 mean images from the prior, 8 a row, on ``like``'s device."""
+        return make_grid(self.generate(64, like).clamp(0, 1), nrow=8)
+
+
+def build_vae_pair(config) -> tuple[VAE, nn.Module]:
+    """The VAE of a :class:`~ppl_vae.models.config.ModelConfig` and its guide, with fresh weights."""
+    encoder, decoder = make_networks(config.network, config.event_shape, config.z_dim, config.hidden_dims,
+                                     config.activation)
+    model = VAE(decoder, config.z_dim, config.event_shape, config.likelihood)
+    return model, make_guide(config.guide, encoder, config.z_dim, **config.guide_options)

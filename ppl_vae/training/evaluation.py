@@ -1,12 +1,11 @@
 """The ELBO of a dataset split, as the training loop reports it every epoch."""
 
-from typing import Callable
-
 import torch
 from pyro.infer import ELBO, Trace_ELBO
 from torch import nn
 
 from ppl_vae.data import Dataset
+from ppl_vae.models.base import model_arguments
 from ppl_vae.nn.registration import registration_skipped
 from ppl_vae.training.distributed import shard_batch
 
@@ -38,8 +37,3 @@ def evaluate_elbo(
     if distributed is not None:
         total = distributed.sum_scalars(total)[0]
     return total / count
-
-
-def model_arguments(model) -> Callable:
-    """``model.arguments`` (a batch of images and labels -> the model's arguments), or ``(x,)``."""
-    return getattr(model, "arguments", lambda images, labels=None: (images,))

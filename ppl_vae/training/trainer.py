@@ -26,7 +26,8 @@ from ppl_vae.training.checkpoints import TRAIN_FORMAT, atomic_write
 from ppl_vae.data.datasets import Dataset
 from ppl_vae.infer.diagnose import nonfinite_site
 from ppl_vae.training.distributed import shard_batch
-from ppl_vae.training.evaluation import evaluate_elbo, model_arguments
+from ppl_vae.models.base import model_arguments
+from ppl_vae.training.evaluation import evaluate_elbo
 from ppl_vae.infer.latent_scale import warmup_scale
 from ppl_vae.training.schedules import check_schedule, scheduled_lr
 from ppl_vae.training.rng_state import rng_state, set_rng_state

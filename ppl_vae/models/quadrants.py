@@ -1,89 +1,32 @@
-"""Conditional VAEs: label-conditional generation and structured output prediction.
+"""Quadrant completion: the structured-output CVAE of Sohn et al. (2015) and Pyro's ``examples/cvae``.
 
-Both follow the library's contract: ``forward(x, condition)`` is the Pyro model,
-any registry guide takes the same arguments (the condition goes into its encoder), the
-latent site is ``"z"`` inside plate ``"data"``.
-
-- :class:`LabelConditionalVAE`: p(z | y) p(x | z, y) with y one-hot (Sohn et al. 2015,
-  NeurIPS, "Learning Structured Output Representation using Deep Conditional Generative
-  Models"), the prior N(0, I) or learned, N(loc(y), scale(y)).
-- :class:`QuadrantCVAE`: predicts the hidden quadrants of an MNIST digit from the visible
-  ones, as in Sohn et al. and Pyro's ``examples/cvae``: a deterministic baseline network,
-  a prior network p(z | x_visible, baseline prediction), a generation network
-  p(y | z) (or p(y | x_visible, z)) with a Bernoulli likelihood on the hidden pixels only;
-  the guide is the recognition network q(z | x_visible, y), whose encoder
-  (:class:`MergedQuadrantEncoder`) sees the digit with the hidden pixels filled in, the
-  same layout as the prior network's input.
+:class:`QuadrantCVAE` predicts the hidden quadrants of an MNIST digit from the visible
+ones: a deterministic baseline network, a prior network p(z | x_visible, baseline
+prediction), a generation network p(y | z) (or p(y | x_visible, z)) with a Bernoulli
+likelihood on the hidden pixels only; the guide is the recognition network
+q(z | x_visible, y), whose encoder (:class:`MergedQuadrantEncoder`) sees the digit with the
+hidden pixels filled in, the same layout as the prior network's input. The baseline is
+trained first (:meth:`QuadrantCVAE.pretraining_stages`).
 """
 
+from collections.abc import Iterator
 from typing import Sequence
 
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torchvision.utils import make_grid
 
+from ppl_vae.guides import make_guide
+from ppl_vae.models.base import Model, Stage, empty_guide
+from ppl_vae.models.conditional import GaussianNet
 from ppl_vae.nn.likelihoods import make_likelihood
-from ppl_vae.models.vae import VAE
 from ppl_vae.nn.networks import MLPEncoder, mlp
 from ppl_vae.nn.registration import register
 
 VISIBLE_QUADRANTS = (1, 2, 3)
 QUADRANT_LAYOUTS = ("pyro", "visible")  # generation net on z only / on (z, x_visible)
-
-
-def one_hot(labels: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """One-hot rows ``(batch, num_classes)`` for integer labels.
-
-    :raises ValueError: for labels outside ``[0, num_classes)``.
-    """
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        bad = labels[(labels < 0) | (labels >= num_classes)][0].item()
-        raise ValueError(f"label {bad} is outside [0, {num_classes})")
-    return F.one_hot(labels.long(), num_classes).to(dtype)
-
-
-class GaussianNet(nn.Module):
-    """An MLP from an input vector to ``(loc, scale)`` of a diagonal Gaussian over ``z_dim``."""
-
-    def __init__(self, in_dim: int, z_dim: int, hidden_dims: Sequence[int] = (), activation: str = "relu") -> None:
-        super().__init__()
-        self.net = mlp((in_dim, *hidden_dims, 2 * z_dim), activation)
-
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, log_scale = self.net(h).chunk(2, dim=-1)
-        return loc, log_scale.exp()
-
-
-class LabelConditionalVAE(VAE):
-    """p(z | y) p(x | z, y) for class labels y, given as one-hot rows.
-
-    :param decoder: a network ``decoder(z, y_onehot)`` (built with ``condition_dim=num_classes``).
-    :param z_dim: the latent dimension.
-    :param event_shape: the shape of one datapoint.
-    :param num_classes: the number of classes.
-    :param likelihood: the likelihood's name.
-    :param learned_prior: learn p(z | y) = N(loc(y), scale(y)) instead of N(0, I).
-    """
-
-    def __init__(self, decoder: nn.Module, z_dim: int, event_shape: Sequence[int], num_classes: int,
-                 likelihood: str = "bernoulli", learned_prior: bool = False) -> None:
-        super().__init__(decoder, z_dim, event_shape, likelihood, condition_dim=num_classes)
-        self.num_classes = num_classes
-        self.prior_net = GaussianNet(num_classes, z_dim) if learned_prior else None
-
-    def arguments(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """``(x, one_hot(labels))``; labels are required."""
-        if labels is None:
-            raise ValueError("label conditioning needs a dataset with labels")
-        return images, one_hot(labels, self.num_classes, images.dtype)
-
-    def prior(self, batch_size: int, like: torch.Tensor, *condition: torch.Tensor) -> dist.TorchDistribution:
-        if self.prior_net is None:
-            return super().prior(batch_size, like)
-        loc, scale = self.prior_net(condition[0])
-        return dist.Normal(loc, scale).to_event(1)
 
 
 def quadrant_mask(visible_quadrants: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -151,7 +94,7 @@ class MergedQuadrantEncoder(nn.Module):
         return self.body(self.task.merge(x_visible, y))
 
 
-class QuadrantBaseline(nn.Module):
+class QuadrantBaseline(Model):
     """The deterministic baseline p(y | x_visible) as a Pyro model with no latent variable.
 
     Trained with Trace_ELBO and an empty guide, its loss is exactly -log p(y | x_visible).
@@ -172,6 +115,11 @@ class QuadrantBaseline(nn.Module):
         """``(x_visible, y)`` from a batch of images."""
         return self.task.split(images)
 
+    @property
+    def observed_dims(self) -> int:
+        """Only the hidden pixels are observed."""
+        return self.task.num_hidden
+
     def logits(self, x_visible: torch.Tensor) -> torch.Tensor:
         return self.net(x_visible.reshape(x_visible.shape[:-3] + (784,)))
 
@@ -189,11 +137,7 @@ def baseline_nll(baseline: QuadrantBaseline, x_visible: torch.Tensor, y: torch.T
     return -baseline.likelihood(baseline.logits(x_visible)).log_prob(y)
 
 
-def empty_guide(*args, **kwargs) -> None:
-    """The guide of a model without latent variables."""
-
-
-class QuadrantCVAE(nn.Module):
+class QuadrantCVAE(Model):
     """The structured-output CVAE p(z | x_visible) p(y | x_visible, z) for quadrant completion.
 
     :param baseline: a trained :class:`QuadrantBaseline` (frozen here): its prediction
@@ -258,3 +202,57 @@ class QuadrantCVAE(nn.Module):
         z = self.prior(len(x_visible), x_visible).sample((num_samples,))
         y = self.observation(z, x_visible).mean
         return self.task.merge(x_visible.expand((num_samples,) + x_visible.shape), y)
+
+    @property
+    def observed_dims(self) -> int:
+        """Only the hidden pixels are observed."""
+        return self.task.num_hidden
+
+    def pretraining_stages(self) -> Iterator[Stage]:
+        """The baseline first: the prior network's input is completed by its prediction."""
+        self.baseline.requires_grad_(True).train()
+        yield Stage("baseline", self.baseline, empty_guide)
+        self.baseline.requires_grad_(False).eval()
+
+    @torch.no_grad()
+    def figures(self, guide, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """``completions.png`` for the first 12 digits of the batch (:meth:`completion_grid`)."""
+        return {"completions.png": self.completion_grid(images[:12])}
+
+    @torch.no_grad()
+    def completion_grid(self, images: torch.Tensor, num_samples: int = 3) -> torch.Tensor:
+        """Rows of inputs (hidden pixels grey), truths, the baseline's prediction and
+        ``num_samples`` CVAE completions, one column per digit."""
+        x_visible, _ = self.task.split(images)
+        baseline = self.task.merge(x_visible, torch.sigmoid(self.baseline.logits(x_visible)))
+        rows = [x_visible.clamp(min=0) + 0.5 * (x_visible < 0), images, baseline, *self.predict(x_visible, num_samples)]
+        return make_grid(torch.cat(rows).clamp(0, 1), nrow=len(images), padding=2, pad_value=1.0)
+
+    @torch.no_grad()
+    def extra_metrics(self, x_visible: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """``baseline_nll``: the baseline's exact -log p(y | x_visible), averaged over datapoints."""
+        return {"baseline_nll": baseline_nll(self.baseline, x_visible, y).mean().item()}
+
+
+def build_quadrant_pair(config) -> tuple[QuadrantCVAE, nn.Module]:
+    """The quadrant-completion CVAE (its untrained baseline inside) and its recognition guide."""
+    if tuple(config.event_shape) != (1, 28, 28) or config.network != "mlp":
+        raise ValueError("quadrant completion needs 28x28x1 images and the mlp network")
+    if config.quadrant_layout not in QUADRANT_LAYOUTS:
+        raise ValueError(f"unknown quadrant layout {config.quadrant_layout!r}; choose from {', '.join(QUADRANT_LAYOUTS)}")
+    baseline = QuadrantBaseline(config.visible_quadrants, config.hidden_dims, config.likelihood)
+    pyro_layout = config.quadrant_layout == "pyro"
+    model = QuadrantCVAE(baseline, config.z_dim, config.hidden_dims, decoder_sees_visible=not pyro_layout)
+    if pyro_layout:
+        encoder = MergedQuadrantEncoder(baseline.task, config.hidden_dims, config.activation)
+    else:
+        encoder = MLPEncoder(config.event_shape, config.hidden_dims, config.activation,
+                             condition_dim=baseline.task.num_hidden)
+    return model, make_guide(config.guide, encoder, config.z_dim, **config.guide_options)
+
+
+def check_quadrant_data(data) -> None:
+    """Quadrant completion needs 28x28 grayscale digits."""
+    if data.event_shape != (1, 28, 28):
+        raise ValueError(f"--conditional quadrants needs 28x28 grayscale digits; {data.name!r} has shape "
+                         f"{data.event_shape}")
