@@ -18,12 +18,14 @@ from ppl_vae.infer.compiled import CompiledIWAE_ELBO, CompiledTrace_ELBO, Compil
 from ppl_vae.training.evaluation import evaluate_elbo
 from ppl_vae.infer.iwae import IWAE_ELBO
 from ppl_vae.infer.latent_scale import LatentScaleMessenger
-from ppl_vae.infer.svi_step import SVIStep, TrainConfig, make_elbo
+from ppl_vae.infer.elbos import make_elbo
+from ppl_vae.infer.svi_step import SVIStep
 from ppl_vae.models.config import ModelConfig, build_pair
 from ppl_vae.models.vae import VAE
 from ppl_vae.nn.likelihoods import LIKELIHOODS, make_likelihood
 from ppl_vae.nn.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, make_networks
 from ppl_vae.training.checkpoints import load_pair, save_checkpoint
+from ppl_vae.training.config import CheckpointOptions, TrainConfig
 from ppl_vae.training.trainer import Trainer, fit
 
 __version__ = "0.1.0"
@@ -46,8 +48,8 @@ MOVED_MODULES = {
     "iwae": "infer.iwae", "jit": "infer.compiled", "kl_scale": "infer.latent_scale",
     "likelihoods": "nn.likelihoods", "linear_gaussian": "models.linear_gaussian", "lr_schedule": "training.schedules",
     "memory": "training.memory", "nets": "nn.networks", "noise": "infer.noise", "registration": "nn.registration",
-    "rng": "training.rng_state", "run_dir": "cli.run_directory", "train": "infer.svi_step",
-    "train_run": "cli.training_run", "trainer": "training.trainer",
+    "rng": "training.rng_state", "run_dir": "cli.run_directory", "train": ("infer.svi_step", "infer.elbos", "training.config"),
+    "train_run": ("cli.training_run", "training.config"), "trainer": ("training.trainer", "training.config"),
 }
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ppl_vae import ModelConfig, TrainConfig, Trainer, build_pair, load_dataset, load_pair, save_checkpoint
+from ppl_vae import CheckpointOptions, ModelConfig, TrainConfig, Trainer, build_pair, load_dataset, load_pair, save_checkpoint
 from ppl_vae.training.checkpoints import load_checkpoint
 from ppl_vae.infer.svi_step import NonFiniteLossError
 from ppl_vae.training.checkpoints import latest_checkpoint
@@ -139,7 +139,7 @@ def test_resume_in_process_matches(small_data, tmp_path):
     config = TrainConfig(epochs=2, batch_size=100, seed=3)
     reference = Trainer(*small_pair(), small_data, config).run(progress=False)
     model, guide = small_pair()
-    Trainer(model, guide, small_data, config, tmp_path, every_steps=4, keep=10).run(progress=False)
+    Trainer(model, guide, small_data, config, tmp_path, CheckpointOptions(every_steps=4, keep=10)).run(progress=False)
     mid = tmp_path / "train-000000008.pt"  # the middle of the second epoch
     model2, guide2 = small_pair()
     resumed = Trainer(model2, guide2, small_data, config)
@@ -178,12 +178,12 @@ def test_nan_skip_counts_skipped_steps_and_gives_up(small_data):
     data = type(small_data)(**{**small_data.__dict__})
     data.train = small_data.train.clone()
     data.train[0, 0, 0, 0] = float("nan")  # one datapoint: one skipped step per epoch
-    metrics = Trainer(*small_pair(), data, TrainConfig(epochs=2, batch_size=100), on_nan="skip").run(progress=False)
+    metrics = Trainer(*small_pair(), data, TrainConfig(epochs=2, batch_size=100), checkpoints=CheckpointOptions(on_nan="skip")).run(progress=False)
     assert metrics["skipped_steps"].tolist() == [1, 2]  # cumulative
     assert metrics["test_elbo"].notna().all() and metrics["test_elbo"].iloc[-1] > metrics["test_elbo"].iloc[0]
     with pytest.raises(NonFiniteLossError, match="3 steps in a row skipped"):
-        Trainer(*small_pair(), with_nan(small_data), TrainConfig(epochs=1, batch_size=100), on_nan="skip",
-                max_skipped=2).run(progress=False)
+        Trainer(*small_pair(), with_nan(small_data), TrainConfig(epochs=1, batch_size=100),
+                checkpoints=CheckpointOptions(on_nan="skip", max_skipped=2)).run(progress=False)
 
 
 def test_nan_in_a_parameter_is_named(small_data):

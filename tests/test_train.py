@@ -133,9 +133,12 @@ def test_bad_elbo_arguments(call, message):
         call()
 
 
-@pytest.mark.parametrize("field, value, message", [("batch_size", 0, "batch size"), ("beta", 0.0, "beta")])
-def test_bad_train_config(sample, field, value, message):
-    model, guide = build_pair(SMALL)
-    config = TrainConfig(epochs=1, **{field: value})
+@pytest.mark.parametrize("field, value, message", [
+    ("batch_size", 0, "batch_size must be at least 1"), ("beta", 0.0, "beta must be positive"),
+    ("lr", float("inf"), "lr must be positive and finite"), ("warmup_epochs", float("inf"), "warmup_epochs must be finite"),
+    ("epochs", 2.5, "epochs must be an integer"), ("elbo", "renyi", "elbo is 'renyi', not a known ELBO"),
+])
+def test_bad_train_config(field, value, message):
+    """A TrainConfig refuses a bad value when it is built, before fit or the CLI sees it."""
     with pytest.raises(ValueError, match=message):
-        fit(model, guide, sample, config, progress=False)
+        TrainConfig(**{"epochs": 1, field: value})

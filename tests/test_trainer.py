@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ppl_vae import ModelConfig, TrainConfig, Trainer, build_pair, load_dataset
+from ppl_vae import CheckpointOptions, ModelConfig, TrainConfig, Trainer, build_pair, load_dataset
 from ppl_vae.data.datasets import DataError
 from ppl_vae.training.schedules import scheduled_lr
 
@@ -67,15 +67,15 @@ def test_learning_rate_decays_when_the_validation_elbo_stalls(data):
     assert lrs == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.parametrize("config, message", [
-    (TrainConfig(lr_decay=0.5), "needs a validation split"),
-    (TrainConfig(lr_decay=1.5), r"lr_decay must be in \(0, 1\]"),
+@pytest.mark.parametrize("options, message", [
+    ({"lr_decay": 0.5}, "needs a validation split"),
+    ({"lr_decay": 1.5}, r"lr_decay must be in \(0, 1\]"),
 ], ids=["no-validation", "decay-above-1"])
-def test_bad_learning_rate_decay(config, message):
+def test_bad_learning_rate_decay(options, message):
     data = load_dataset("binarized-mnist-sample")
     model, guide = build_pair(SMALL)
-    with pytest.raises(ValueError, match=message):
-        Trainer(model, guide, data, config)
+    with pytest.raises(ValueError, match=message):  # the config refuses what it can judge alone
+        Trainer(model, guide, data, TrainConfig(**options))
 
 
 def test_burda_schedule_sets_each_steps_learning_rate(data):
@@ -97,7 +97,7 @@ def test_resume_mid_epoch_keeps_the_burda_schedule(data, tmp_path):
         torch.manual_seed(0)
         return build_pair(SMALL)
 
-    reference = Trainer(*pair(), data, config, tmp_path, every_steps=5, keep=100).run(progress=False)
+    reference = Trainer(*pair(), data, config, tmp_path, CheckpointOptions(every_steps=5, keep=100)).run(progress=False)
     resumed = Trainer(*pair(), data, config)
     resumed.load_state_dict(torch.load(tmp_path / f"train-{25:09d}.pt", weights_only=True))  # epoch 3, step 5
     metrics = resumed.run(progress=False)
@@ -106,14 +106,14 @@ def test_resume_mid_epoch_keeps_the_burda_schedule(data, tmp_path):
     assert reference["lr"].iloc[2] > reference["lr"].iloc[4] == reference["lr"].iloc[-1]
 
 
-@pytest.mark.parametrize("config, message", [
-    (TrainConfig(lr_schedule="cosine"), "unknown learning-rate schedule 'cosine'; choose from constant, burda"),
-    (TrainConfig(lr_schedule="burda", lr_decay=0.5), "exclude each other"),
+@pytest.mark.parametrize("options, message", [
+    ({"lr_schedule": "cosine"}, "is 'cosine', not a known learning-rate schedule; choose from constant, burda"),
+    ({"lr_schedule": "burda", "lr_decay": 0.5}, "exclude each other"),
 ], ids=["unknown", "with-plateau-decay"])
-def test_bad_learning_rate_schedule(data, config, message):
+def test_bad_learning_rate_schedule(data, options, message):
     model, guide = build_pair(SMALL)
     with pytest.raises(ValueError, match=message):
-        Trainer(model, guide, data, config)
+        Trainer(model, guide, data, TrainConfig(**options))
 
 
 def test_resume_keeps_the_learning_rate_schedule(data, tmp_path):
@@ -124,7 +124,7 @@ def test_resume_keeps_the_learning_rate_schedule(data, tmp_path):
         torch.manual_seed(0)
         return build_pair(SMALL)
 
-    reference = Trainer(*pair(), data, config, tmp_path, every_steps=5, keep=100).run(progress=False)
+    reference = Trainer(*pair(), data, config, tmp_path, CheckpointOptions(every_steps=5, keep=100)).run(progress=False)
     decayed = reference.loc[reference["lr"] < 0.1, "epoch"]
     assert len(decayed) and decayed.min() > 2  # the schedule acted
     # the middle of the epoch whose end decays the rate: a schedule that forgot the best ELBO so far would not

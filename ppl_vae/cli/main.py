@@ -18,6 +18,7 @@ import sys
 
 from ppl_vae.training.checkpoints import CheckpointError
 from ppl_vae.cli.arguments import Parser, UsageError
+from ppl_vae.cli.config_file import read_config_file
 from ppl_vae.cli.evaluate_commands import add_check_parser, add_evaluate_parser
 from ppl_vae.cli.train_command import add_train_parser
 from ppl_vae.data.datasets import DataError
@@ -30,16 +31,20 @@ from ppl_vae.infer.svi_step import NonFiniteLossError
 def make_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="ppl-vae", description="Variational autoencoders written as Pyro programs.")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    add_train_parser(subparsers)
+    parser.train_parser = add_train_parser(subparsers)
     add_evaluate_parser(subparsers)
     add_check_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
     retain_freed_memory()  # no page faults from re-allocating large tensors (ppl_vae.training.memory)
     try:
+        if getattr(args, "config", None) is not None:  # the file's settings become defaults; flags override them
+            parser.train_parser.set_defaults(**read_config_file(args.config))
+            args = parser.parse_args(argv)
         return args.func(args)
     except DistributedError as error:  # another rank died or stalled: not a usage error
         print(f"ppl-vae {args.command}: error: {error}", file=sys.stderr)

@@ -48,7 +48,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
         return config
     except FileNotFoundError:
         raise RunDirError(f"{run_dir} is not a run directory: config.json is missing") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise RunDirError(f"{path} is not a ppl_vae run config ({type(error).__name__}: {error})") from None
 
 

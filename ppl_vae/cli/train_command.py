@@ -1,4 +1,11 @@
-"""``ppl-vae train``: flags -> model and training configs -> a run directory (new, resumed or warm-started)."""
+"""``ppl-vae train``: flags (or ``--config FILE``) -> model, training and checkpoint configs -> a run directory.
+
+The flags map one to one onto the fields of :class:`~ppl_vae.models.config.ModelConfig`,
+:class:`~ppl_vae.training.config.TrainConfig` and
+:class:`~ppl_vae.training.config.CheckpointOptions` (:data:`ppl_vae.cli.config_file.FLAGS`).
+A flag that is not given is absent (``argparse.SUPPRESS``), so the configs' own defaults
+apply and are written nowhere else, and the configs validate the values.
+"""
 
 import argparse
 import sys
@@ -7,116 +14,110 @@ from pathlib import Path
 import pyro
 import torch
 
-from ppl_vae.models.config import CONDITIONALS, ModelConfig, build_pair
-from ppl_vae.training.checkpoints import CheckpointError, warm_start
-from ppl_vae.cli.arguments import (
-    UsageError,
-    non_negative_float,
-    non_negative_int,
-    positive_float,
-    positive_int,
-)
-from ppl_vae.models.quadrants import QUADRANT_LAYOUTS, VISIBLE_QUADRANTS
-from ppl_vae.models.registry import MODELS
-from ppl_vae.data.datasets import DATASETS, load_dataset
-from ppl_vae.training.device import resolve_device
-from ppl_vae.training.distributed import init_distributed, on_main, shutdown
+from ppl_vae.cli.arguments import UsageError, non_negative_int
+from ppl_vae.cli.config_file import FLAGS, flag_of, flag_of_field
+from ppl_vae.cli.run_directory import new_run_dir, read_config
+from ppl_vae.cli.training_run import resumable, run_training, write_run_config
+from ppl_vae.data import DATASETS, load_dataset
 from ppl_vae.guides import GUIDES
 from ppl_vae.guides.flow import PERMUTATIONS
+from ppl_vae.infer.elbos import ELBOS
+from ppl_vae.models.config import ConfigError, ModelConfig, build_pair
+from ppl_vae.models.quadrants import QUADRANT_LAYOUTS, VISIBLE_QUADRANTS
+from ppl_vae.models.registry import MODELS
 from ppl_vae.nn.likelihoods import LIKELIHOODS
-from ppl_vae.training.schedules import LR_SCHEDULES
 from ppl_vae.nn.networks import ACTIVATIONS, NETWORKS
-from ppl_vae.cli.run_directory import new_run_dir, read_config
-from ppl_vae.infer.svi_step import ELBOS, TrainConfig
-from ppl_vae.cli.training_run import (
-    CheckpointOptions,
-    resumable,
-    run_training,
-    write_run_config,
-)
-from ppl_vae.training.trainer import ON_NAN
+from ppl_vae.training.checkpoints import CheckpointError, warm_start
+from ppl_vae.training.config import ON_NAN, CheckpointOptions, TrainConfig
+from ppl_vae.training.device import resolve_device
+from ppl_vae.training.distributed import init_distributed, on_main, shutdown
+from ppl_vae.training.schedules import LR_SCHEDULES
+from ppl_vae.training.trainer import check_trainable
+
+T, C, M = TrainConfig, CheckpointOptions, ModelConfig  # their defaults, shown in the help
 
 
-def add_train_parser(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a VAE with SVI and Trace_ELBO")
+def add_train_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("train", help="train a VAE with SVI and Trace_ELBO", argument_default=argparse.SUPPRESS)
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="read settings from a TOML, YAML or JSON file (a run's config.json works); flags override it")
     p.add_argument("--dataset", default="mnist-sample", choices=DATASETS, metavar="NAME",
                    help=f"one of {', '.join(DATASETS)} (default: mnist-sample, shipped with the package)")
     p.add_argument("--data-dir", default="data", help="torchvision's data folder (default: ./data)")
-    p.add_argument("--network", default="mlp", choices=NETWORKS, help="encoder/decoder family (default: mlp)")
-    p.add_argument("--hidden-dims", type=positive_int, nargs="+", default=(400,),
-                   help="hidden widths of the encoder; the decoder mirrors them (default: 400)")
-    p.add_argument("--activation", default="relu", choices=tuple(ACTIVATIONS), metavar="NAME",
-                   help=f"one of {', '.join(ACTIVATIONS)} (default: relu)")
-    p.add_argument("--z-dim", type=positive_int, default=20, help="latent dimension (default: 20)")
+    p.add_argument("--network", choices=NETWORKS, help=f"encoder/decoder family (default: {M.network})")
+    p.add_argument("--hidden-dims", type=int, nargs="+",
+                   help=f"hidden widths of the encoder; the decoder mirrors them (default: {M.hidden_dims})")
+    p.add_argument("--activation", choices=tuple(ACTIVATIONS), metavar="NAME",
+                   help=f"one of {', '.join(ACTIVATIONS)} (default: {M.activation})")
+    p.add_argument("--z-dim", type=int, help=f"latent dimension (default: {M.z_dim})")
     p.add_argument("--likelihood", default="auto", choices=("auto", *LIKELIHOODS), metavar="NAME",
                    help=f"auto or one of {', '.join(LIKELIHOODS)}; auto is bernoulli for binary data, "
-                   "else continuous-bernoulli")
-    p.add_argument("--guide", default="diag", choices=tuple(GUIDES), metavar="NAME",
-                   help=f"one of {', '.join(GUIDES)} (default: diag)")
+                   "else the model's grayscale likelihood (continuous-bernoulli)")
+    p.add_argument("--guide", choices=tuple(GUIDES), metavar="NAME",
+                   help=f"one of {', '.join(GUIDES)} (default: {M.guide})")
     flows = p.add_argument_group("flow guides (planar, iaf)")
-    flows.add_argument("--num-flows", type=positive_int, default=None,
-                       help="flow steps (default: 2 for iaf, 8 for planar)")
-    flows.add_argument("--flow-hidden-dims", type=positive_int, nargs="+", default=None,
-                       help="hidden widths of each step's network")
-    flows.add_argument("--context-dim", type=positive_int, default=None, help="width of the context h(x)")
-    flows.add_argument("--stable", action="store_true", help="iaf: the sigmoid ('stable') update")
-    flows.add_argument("--permutation", default=None, choices=PERMUTATIONS,
+    flows.add_argument("--num-flows", type=int, help="flow steps (default: 2 for iaf, 8 for planar)")
+    flows.add_argument("--flow-hidden-dims", type=int, nargs="+", help="hidden widths of each step's network")
+    flows.add_argument("--context-dim", type=int, help="width of the context h(x)")
+    flows.add_argument("--stable", action=argparse.BooleanOptionalAction, help="iaf: the sigmoid ('stable') update")
+    flows.add_argument("--permutation", choices=PERMUTATIONS,
                        help="order of the coordinates between steps (default: reverse for iaf, none for planar)")
     conditional = p.add_argument_group("conditional models")
-    conditional.add_argument("--conditional", default="none", choices=CONDITIONALS,
+    conditional.add_argument("--conditional", choices=tuple(MODELS),
                              help="label: p(x|z,y) with class labels; quadrants: complete MNIST digits")
-    conditional.add_argument("--learned-prior", action="store_true", help="label: learn p(z|y)")
-    conditional.add_argument("--visible-quadrants", type=int, choices=VISIBLE_QUADRANTS, default=None,
+    conditional.add_argument("--learned-prior", action=argparse.BooleanOptionalAction, help="label: learn p(z|y)")
+    conditional.add_argument("--visible-quadrants", type=int, choices=VISIBLE_QUADRANTS,
                              help="quadrants: how many quadrants are visible (default 2)")
-    conditional.add_argument("--quadrant-layout", default=None, choices=QUADRANT_LAYOUTS,
+    conditional.add_argument("--quadrant-layout", choices=QUADRANT_LAYOUTS,
                              help="quadrants: pyro (default; generation net on z, recognition net on the filled-in "
                                   "digit) or visible (generation net also sees x_visible)")
     runs = p.add_argument_group("checkpoints and faults")
-    runs.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+    runs.add_argument("--resume", type=Path, metavar="RUN_DIR",
                       help="go on from the run's newest good checkpoint (its settings are the run's; --epochs "
                       "gives it a new budget, except under a scaled --lr-schedule)")
-    runs.add_argument("--init-from", type=Path, default=None, metavar="RUN",
+    runs.add_argument("--init-from", type=Path, metavar="RUN",
                       help="start from the weights of a finished run (a run directory or checkpoint file) with the "
                       "same model and guide options; the optimizer and schedule start afresh")
-    runs.add_argument("--checkpoint-every-steps", type=non_negative_int, default=0,
-                      help="also checkpoint every N steps (default: at each epoch's end only)")
-    runs.add_argument("--checkpoint-every-seconds", type=non_negative_float, default=600.0,
-                      help="also checkpoint when this many seconds have passed (default 600; 0: off)")
-    runs.add_argument("--keep-checkpoints", type=positive_int, default=2, help="newest checkpoints kept")
-    runs.add_argument("--on-nan", default="stop", choices=ON_NAN,
+    runs.add_argument("--checkpoint-every-steps", type=int,
+                      help=f"also checkpoint every N steps (default {C.every_steps}: at each epoch's end only)")
+    runs.add_argument("--checkpoint-every-seconds", type=float,
+                      help=f"also checkpoint when this many seconds have passed (default {C.every_seconds:g}; 0: off)")
+    runs.add_argument("--keep-checkpoints", type=int, help=f"newest checkpoints kept (default {C.keep})")
+    runs.add_argument("--on-nan", choices=ON_NAN,
                       help="at a non-finite loss or gradient: stop (naming the site) or skip the step")
-    runs.add_argument("--max-skipped", type=positive_int, default=100, help="skip: give up after N in a row")
-    p.add_argument("--elbo", default="trace", choices=tuple(ELBOS),
+    runs.add_argument("--max-skipped", type=int, help=f"skip: give up after N in a row (default {C.max_skipped})")
+    p.add_argument("--elbo", choices=tuple(ELBOS),
                    help="trace (Trace_ELBO), mean-field (TraceMeanField_ELBO) or iwae (the importance-weighted bound "
                    "of Burda et al. with K = --num-particles)")
-    p.add_argument("--num-particles", type=positive_int, default=1, help="samples of z per datapoint and step")
-    p.add_argument("--jit", action="store_true",
-                   help="record the ELBO and its gradient once as a graph and replay it (ppl_vae.infer.compiled): same loss and "
-                   "draws, faster steps; for models without data-dependent control flow")
-    p.add_argument("--epochs", type=positive_int, default=None,
-                   help="passes over the training split (default 10); with --resume, a new budget for the run")
-    p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam's learning rate")
-    p.add_argument("--beta", type=positive_float, default=1.0, help="KL weight (beta-VAE); 1 is the ELBO")
-    p.add_argument("--warmup-epochs", type=non_negative_float, default=0.0, help="linear KL warm-up length")
+    p.add_argument("--num-particles", type=int, help=f"samples of z per datapoint and step (default {T.num_particles})")
+    p.add_argument("--jit", action=argparse.BooleanOptionalAction,
+                   help="record the ELBO and its gradient once as a graph and replay it (ppl_vae.infer.compiled): "
+                   "same loss and draws, faster steps; for models without data-dependent control flow")
+    p.add_argument("--epochs", type=int,
+                   help=f"passes over the training split (default {T.epochs}); with --resume, a new budget for the run")
+    p.add_argument("--batch-size", type=int, help=f"datapoints per step (default {T.batch_size})")
+    p.add_argument("--lr", type=float, help=f"Adam's learning rate (default {T.lr:g})")
+    p.add_argument("--beta", type=float, help="KL weight (beta-VAE); 1 is the ELBO")
+    p.add_argument("--warmup-epochs", type=float, help="linear KL warm-up length (default 0: none)")
     p.add_argument("--validation-size", type=non_negative_int, default=0,
                    help="hold out the last N training datapoints as a validation split (default 0; "
                    "binarized-mnist-static has its own)")
-    p.add_argument("--patience", type=non_negative_int, default=0,
+    p.add_argument("--patience", type=int,
                    help="early stopping: stop when the validation ELBO (with --elbo iwae, the IWAE bound) has not "
                    "improved for N epochs and keep the best epoch (default 0: off)")
-    p.add_argument("--lr-decay", type=positive_float, default=1.0, metavar="FACTOR",
+    p.add_argument("--lr-decay", type=float, metavar="FACTOR",
                    help="multiply the learning rate by FACTOR in (0, 1] when the validation bound has not "
                    "improved for --lr-patience epochs (default 1: off)")
-    p.add_argument("--lr-patience", type=non_negative_int, default=3, help="epochs before each decay (default 3)")
-    p.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
+    p.add_argument("--lr-patience", type=int, help=f"epochs before each decay (default {T.lr_patience})")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                    help="burda: Burda et al.'s decay in 8 stages to a tenth of --lr, lasting 1, 3, 9, ... 2187 "
                    "parts of 3280 of --epochs (default constant)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help=f"seed of every RNG (default {T.seed})")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: results/runs/<time>-<dataset>-<guide>)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-progress", action="store_true", default=False, help="hide the progress bar")
     p.set_defaults(func=cmd_train)
+    return p
 
 
 def check_data(likelihood, data) -> None:
@@ -131,54 +132,55 @@ def check_data(likelihood, data) -> None:
         raise UsageError(f"dataset {data.name!r}: {problem}")
 
 
-def guide_options(args: argparse.Namespace) -> dict:
+def given(args: argparse.Namespace, section: str) -> dict:
+    """The settings of one section of the configs that the flags (or the config file) gave."""
+    return {key: getattr(args, flag) for flag, (where, key) in FLAGS.items() if where == section and hasattr(args, flag)}
+
+
+def guide_options(args: argparse.Namespace, guide: str) -> dict:
     """The guide's own options from the flags; flow flags with a non-flow guide are an error."""
-    given = {"num_flows": args.num_flows, "hidden_dims": args.flow_hidden_dims, "context_dim": args.context_dim,
-             "stable": args.stable or None, "permutation": args.permutation}
-    given = {key: value for key, value in given.items() if value is not None}
-    if args.guide not in ("planar", "iaf"):
-        if given:
-            raise UsageError(f"--{next(iter(given)).replace('_', '-')} is an option of the flow guides (planar, iaf), "
-                             f"not of {args.guide!r}")
+    options = {key: value for key, value in given(args, "model.guide_options").items() if value is not None}
+    options = {key: value for key, value in options.items() if not (key == "stable" and value is False)}
+    if guide not in ("planar", "iaf"):
+        if options:
+            raise UsageError(f"{flag_of('model.guide_options', next(iter(options)))} is an option of the flow guides "
+                             f"(planar, iaf), not of {guide!r}")
         return {}
-    if args.guide == "planar" and "stable" in given:
+    if guide == "planar" and "stable" in options:
         raise UsageError("--stable is an option of the iaf guide only")
-    if "hidden_dims" in given:
-        given["hidden_dims"] = tuple(given["hidden_dims"])
-    return given
+    if "hidden_dims" in options:
+        options["hidden_dims"] = tuple(options["hidden_dims"])
+    return options
 
 
 def model_config(args: argparse.Namespace, data) -> ModelConfig:
-    """The model config from the flags and the dataset; a model's own flags need that model."""
-    entry = MODELS[args.conditional]
-    given = {"learned_prior": args.learned_prior or None, "visible_quadrants": args.visible_quadrants,
-             "quadrant_layout": args.quadrant_layout}
-    for name, value in given.items():
-        if value is not None and name not in entry.options:
+    """The model config from the flags and the dataset; a model's own options need that model."""
+    settings = given(args, "model")
+    entry = MODELS[settings.get("conditional", M.conditional)]
+    for name in ("learned_prior", "visible_quadrants", "quadrant_layout"):
+        if settings.get(name, getattr(M, name)) not in (None, getattr(M, name)) and name not in entry.options:
             owner = next(model for model, other in MODELS.items() if name in other.options)
-            raise UsageError(f"--{name.replace('_', '-')} needs --conditional {owner}")
+            raise UsageError(f"{flag_of('model', name)} needs --conditional {owner}")
     entry.check_data(data)
-    options = {**(entry.defaults or {}), **{k: v for k, v in given.items() if v is not None}}
+    settings = {**(entry.defaults or {}), **{k: v for k, v in settings.items() if v is not None}}
     if "num_classes" in entry.options:
-        options["num_classes"] = data.num_classes
-    likelihood = args.likelihood
-    if likelihood == "auto":
-        likelihood = "bernoulli" if data.is_binary else entry.grayscale_likelihood
-    return ModelConfig(
-        event_shape=data.event_shape, z_dim=args.z_dim, network=args.network, hidden_dims=tuple(args.hidden_dims),
-        activation=args.activation, likelihood=likelihood, guide=args.guide, guide_options=guide_options(args),
-        conditional=args.conditional, **options,
-    )
+        settings["num_classes"] = data.num_classes
+    if settings.get("likelihood", "auto") == "auto":
+        settings["likelihood"] = "bernoulli" if data.is_binary else entry.grayscale_likelihood
+    guide = settings.get("guide", M.guide)
+    return ModelConfig(event_shape=data.event_shape, guide_options=guide_options(args, guide), **settings)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    distributed = init_distributed(resolve_device(args.device))
+    """``ppl-vae train``: a config error names the flag (or, for a run's own config, the file)."""
     try:
-        if args.resume is not None:
-            return cmd_resume(args, distributed)
-        return cmd_train_new(args, distributed)
-    finally:
-        shutdown(distributed)
+        distributed = init_distributed(resolve_device(args.device))
+        try:
+            return (cmd_resume if hasattr(args, "resume") else cmd_train_new)(args, distributed)
+        finally:
+            shutdown(distributed)
+    except ConfigError as error:
+        raise UsageError(error.render(flag_of_field)) from None
 
 
 def distributed_settings(distributed, train_config: TrainConfig) -> dict:
@@ -208,32 +210,20 @@ def build_on_device(config: ModelConfig, seed: int, device, distributed):
 
 def cmd_train_new(args: argparse.Namespace, distributed) -> int:
     device = distributed.device if distributed is not None else resolve_device(args.device)
-    if args.lr_decay > 1:
-        raise UsageError(f"--lr-decay must be in (0, 1] (1: off), got {args.lr_decay}")
-    if args.lr_schedule != "constant" and args.lr_decay < 1:
-        raise UsageError(f"--lr-schedule {args.lr_schedule} and --lr-decay exclude each other; choose one")
-    if args.jit and distributed is not None:
+    train_config = TrainConfig(**given(args, "train"))
+    options = CheckpointOptions(**given(args, "checkpoints"))
+    if train_config.jit and distributed is not None:
         raise UsageError("--jit does not support data-parallel training (torchrun); run without --jit")
     data = load_dataset(args.dataset, args.data_dir, device, args.validation_size)
-    for flag, used in (("--patience", args.patience), ("--lr-decay", args.lr_decay < 1)):
-        if used and data.valid is None:
-            raise UsageError(f"{flag} needs a validation split; {args.dataset!r} has none: pass --validation-size N "
-                             "(e.g. 10000 for the MNIST family)")
+    check_trainable(train_config, data, distributed)
     config = model_config(args, data)
-    model, guide = build_on_device(config, args.seed, device, distributed)
+    model, guide = build_on_device(config, train_config.seed, device, distributed)
+    init_path = getattr(args, "init_from", None)
     try:
-        init_from = warm_start(args.init_from, model, guide, config) if args.init_from is not None else None
+        init_from = warm_start(init_path, model, guide, config) if init_path is not None else None
     except CheckpointError as error:
         raise UsageError(f"--init-from: {error}") from None
     check_data(model.likelihood, data)
-    train_config = TrainConfig(
-        epochs=args.epochs or 10, batch_size=args.batch_size, lr=args.lr, elbo=args.elbo,
-        num_particles=args.num_particles, beta=args.beta, warmup_epochs=args.warmup_epochs, seed=args.seed,
-        patience=args.patience, lr_decay=args.lr_decay, lr_patience=args.lr_patience,
-        lr_schedule=args.lr_schedule, jit=args.jit,
-    )
-    options = CheckpointOptions(args.checkpoint_every_steps, args.checkpoint_every_seconds, args.keep_checkpoints,
-                                args.on_nan, args.max_skipped)
     run_config = {"dataset": args.dataset, "data_dir": str(args.data_dir), "validation_size": args.validation_size,
                   "device": str(device), "model": config.to_dict(), "train": train_config.to_dict(),
                   "checkpoints": options.to_dict(), "distributed": distributed_settings(distributed, train_config)}
@@ -241,7 +231,7 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
         run_config["init_from"] = init_from
 
     def create_run_dir() -> Path:
-        out = new_run_dir(args.out, args.dataset, args.guide)
+        out = new_run_dir(args.out, args.dataset, config.guide)
         write_run_config(out, run_config)
         return out
 
@@ -252,19 +242,21 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
 
 def cmd_resume(args: argparse.Namespace, distributed) -> int:
     """``ppl-vae train --resume RUN_DIR``: go on from the run's newest good checkpoint."""
-    if args.init_from is not None:
+    if hasattr(args, "init_from"):
         raise UsageError("--init-from starts a new run; --resume goes on from the run's own checkpoint (drop one)")
     run_config = read_config(args.resume)
-    config, train_config, options = resumable(run_config)
+    config, train_config, options = resumable(args.resume, run_config)
     if (args.resume / "checkpoint.pt").exists():
         print(f"{args.resume} is a finished run; nothing to resume", file=sys.stderr)
         return 0
-    if args.epochs is not None and args.epochs != train_config.epochs:  # a new budget (recorded in config.json)
+    epochs = getattr(args, "epochs", train_config.epochs)
+    if epochs != train_config.epochs:  # a new budget (recorded in config.json)
         if train_config.lr_schedule != "constant":
             raise UsageError(f"--epochs cannot change on --resume with --lr-schedule {train_config.lr_schedule}: "
                              "the schedule is scaled to the run's epochs")
-        run_config.setdefault("epochs_changed", []).append({"from": train_config.epochs, "to": args.epochs})
-        run_config["train"]["epochs"] = train_config.epochs = args.epochs
+        train_config = TrainConfig(**{**train_config.to_dict(), "epochs": epochs})
+        run_config.setdefault("epochs_changed", []).append({"from": run_config["train"]["epochs"], "to": epochs})
+        run_config["train"]["epochs"] = epochs
         if distributed is None or distributed.is_main:
             write_run_config(args.resume, run_config)
     device = distributed.device if distributed is not None else resolve_device(args.device)

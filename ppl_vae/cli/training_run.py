@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -21,22 +20,9 @@ from ppl_vae.models.config import ModelConfig
 from ppl_vae.training.checkpoints import atomic_write, latest_checkpoint, save_checkpoint
 from ppl_vae.data.datasets import Dataset
 from ppl_vae.cli.figures import plot_curves, save_figures
-from ppl_vae.infer.svi_step import TrainConfig
+from ppl_vae.cli.run_directory import RunDirError
+from ppl_vae.training.config import CheckpointOptions, TrainConfig
 from ppl_vae.training.trainer import StopRequested, Trainer, fit
-
-
-@dataclass
-class CheckpointOptions:
-    """How often training checkpoints are written, how many are kept, and the NaN policy."""
-
-    every_steps: int = 0
-    every_seconds: float = 600.0
-    keep: int = 2
-    on_nan: str = "stop"
-    max_skipped: int = 100
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def fault_hook():
@@ -88,9 +74,7 @@ def run_training(out: Path, model: nn.Module, guide: nn.Module, config: ModelCon
     With ``distributed``, every rank trains and rank 0 alone writes files and prints.
     """
     main = distributed is None or distributed.is_main
-    trainer = Trainer(model, guide, data, train_config, out / "checkpoints", options.every_steps,
-                      options.every_seconds, options.keep, options.on_nan, options.max_skipped,
-                      distributed=distributed)
+    trainer = Trainer(model, guide, data, train_config, out / "checkpoints", options, distributed=distributed)
     if resume:
         state, path, problems = latest_checkpoint(out / "checkpoints", map_location=next(model.parameters()).device)
         for problem in problems:
@@ -134,10 +118,18 @@ def write_run_config(out: Path, run_config: dict) -> None:
     atomic_write(out / "config.json", lambda f: f.write(text.encode()))
 
 
-def resumable(run_config: dict) -> tuple[ModelConfig, TrainConfig, CheckpointOptions]:
-    """The configs a run directory's ``config.json`` records."""
-    return (ModelConfig.from_dict(run_config["model"]), TrainConfig(**run_config["train"]),
-            CheckpointOptions(**run_config.get("checkpoints", {})))
+def resumable(run_dir: Path, run_config: dict) -> tuple[ModelConfig, TrainConfig, CheckpointOptions]:
+    """The configs a run directory's ``config.json`` records, validated as if built from flags.
+
+    :raises RunDirError: naming the file and the problem.
+    """
+    try:
+        return (ModelConfig.from_dict(run_config["model"]), TrainConfig(**run_config["train"]),
+                CheckpointOptions(**run_config.get("checkpoints", {})))
+    except KeyError as error:
+        raise RunDirError(f"{Path(run_dir) / 'config.json'}: the key {error} is missing") from None
+    except (TypeError, ValueError) as error:
+        raise RunDirError(f"{Path(run_dir) / 'config.json'}: {error}") from None
 
 
 __all__ = ["CheckpointOptions", "resumable", "run_training", "write_run_config"]

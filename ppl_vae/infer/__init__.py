@@ -3,7 +3,8 @@
 from ppl_vae.infer.compiled import CompiledIWAE_ELBO, CompiledTrace_ELBO, CompiledTraceMeanField_ELBO
 from ppl_vae.infer.iwae import IWAE_ELBO
 from ppl_vae.infer.latent_scale import LatentScaleMessenger
-from ppl_vae.infer.svi_step import SVIStep, make_elbo
+from ppl_vae.infer.elbos import make_elbo
+from ppl_vae.infer.svi_step import SVIStep
 
 __all__ = ["CompiledIWAE_ELBO", "CompiledTraceMeanField_ELBO", "CompiledTrace_ELBO", "IWAE_ELBO",
            "LatentScaleMessenger", "SVIStep", "make_elbo"]

@@ -24,7 +24,7 @@ from torch import nn
 from ppl_vae.infer.closed_form import closed_form_elbo
 from ppl_vae.infer.importance import log_importance_weights
 from ppl_vae.nn.registration import registration_skipped
-from ppl_vae.infer.svi_step import make_elbo
+from ppl_vae.infer.elbos import make_elbo
 
 
 @torch.no_grad()

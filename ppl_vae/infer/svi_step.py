@@ -17,54 +17,18 @@ which replays a recorded graph instead of running Pyro's Python machinery at eve
 
 import math
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from typing import Callable, Iterator
 
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO
 from pyro.poutine.util import is_validation_enabled
 from torch import nn
 
-from ppl_vae.infer.iwae import IWAE_ELBO
-from ppl_vae.infer.compiled import (
-    CompiledELBO,
-    CompiledIWAE_ELBO,
-    CompiledTrace_ELBO,
-    CompiledTraceMeanField_ELBO,
-    is_jit,
-)
+from ppl_vae.infer.compiled import CompiledELBO, is_jit
 from ppl_vae.infer.latent_scale import LatentScaleMessenger
 from ppl_vae.nn.registration import registration_skipped
-
-ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO, "iwae": IWAE_ELBO}
-JIT_ELBOS = {"trace": CompiledTrace_ELBO, "mean-field": CompiledTraceMeanField_ELBO, "iwae": CompiledIWAE_ELBO}
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss or the gradients became NaN or infinite."""
-
-
-def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False) -> ELBO:
-    """Build a Pyro ELBO by name; particles are vectorized over a leading dimension.
-
-    :param name: ``"trace"`` (:class:`~pyro.infer.Trace_ELBO`), ``"mean-field"``
-        (:class:`~pyro.infer.TraceMeanField_ELBO`, analytic KL where Pyro has one) or
-        ``"iwae"`` (:class:`~ppl_vae.infer.iwae.IWAE_ELBO`, the importance-weighted bound with
-        ``K = num_particles``).
-    :param num_particles: samples of z per datapoint and step.
-    :param jit: the compiled version of the same estimator (:mod:`ppl_vae.infer.compiled`; trace,
-        mean-field and iwae), for :class:`SVIStep`: the same loss on the same draws, less Python work
-        per step.
-    """
-    if name not in ELBOS:
-        raise ValueError(f"unknown ELBO {name!r}; choose from {', '.join(ELBOS)}")
-    if num_particles < 1:
-        raise ValueError(f"num_particles must be at least 1, got {num_particles}")
-    options = {"num_particles": num_particles, "vectorize_particles": num_particles > 1, "max_plate_nesting": 1}
-    return (JIT_ELBOS if jit else ELBOS)[name](**options)
-
 
 def make_adam(params, lr: float) -> torch.optim.Adam:
     """torch's Adam over ``params``, fused when torch supports it for their device."""
@@ -73,6 +37,10 @@ def make_adam(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, ValueError):
         return torch.optim.Adam(params, lr=lr)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the gradients became NaN or infinite."""
 
 
 class SVIStep:
@@ -227,48 +195,3 @@ def all_finite(tensors: list[torch.Tensor]) -> bool:
     except (AttributeError, NotImplementedError, RuntimeError):
         return bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
     return not found_non_finite.item()
-
-
-@dataclass
-class TrainConfig:
-    """Optimization settings for :func:`fit`.
-
-    :param epochs: passes over the training split.
-    :param batch_size: datapoints per step.
-    :param lr: Adam's learning rate.
-    :param elbo: ``"trace"``, ``"mean-field"`` or ``"iwae"`` (see :func:`make_elbo`).
-    :param num_particles: samples of z per datapoint and step.
-    :param beta: the KL weight of the beta-VAE (1 is the ELBO).
-    :param warmup_epochs: epochs of linear KL warm-up from ~0 to ``beta`` (0: none).
-    :param seed: seed of Pyro's, torch's and the shuffling RNGs.
-    :param patience: early stopping: stop when the validation bound (the ELBO; for ``"iwae"``
-        the IWAE bound with ``num_particles``) has not improved for
-        this many epochs, and keep the weights of the best epoch (0: off; needs a
-        validation split).
-    :param lr_decay: multiply the learning rate by this factor whenever the validation bound
-        has not improved for ``lr_patience`` epochs (torch's ``ReduceLROnPlateau``;
-        1: off; needs a validation split).
-    :param lr_patience: epochs without improvement before each decay.
-    :param lr_schedule: ``"constant"`` or ``"burda"``: Burda et al.'s stepwise decay to a
-        tenth of ``lr``, scaled to ``epochs`` (:func:`ppl_vae.training.schedules.scheduled_lr`);
-        not combined with ``lr_decay``.
-    :param jit: compile the ELBO with Pyro's JIT (:mod:`ppl_vae.infer.compiled`): the same loss on
-        the same draws, with less Python work per step.
-    """
-
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    elbo: str = "trace"
-    num_particles: int = 1
-    beta: float = 1.0
-    warmup_epochs: float = 0.0
-    seed: int = 0
-    patience: int = 0
-    lr_decay: float = 1.0
-    lr_patience: int = 3
-    lr_schedule: str = "constant"
-    jit: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -6,6 +6,8 @@ checks, which raise :class:`ConfigError` naming the field.
 """
 
 import math
+import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -20,15 +22,20 @@ CONDITIONALS = tuple(MODELS)
 
 
 class ConfigError(ValueError):
-    """A setting is out of its range; :attr:`field` names it (the command line turns it into the flag).
+    """A setting is out of its range; :attr:`field` names it (the command line names the flag instead).
 
     :param field: the config field.
-    :param problem: what is wrong, e.g. ``"must be at least 1, got 0"``.
+    :param problem: what is wrong, e.g. ``"must be at least 1, got 0"``; ``{name}`` stands for
+        another field, named in the same way.
     """
 
     def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field} {problem}")
         self.field, self.problem = field, problem
+        super().__init__(self.render(str))
+
+    def render(self, name: Callable[[str], str]) -> str:
+        """The message with each field called ``name(field)`` (e.g. its command-line flag)."""
+        return f"{name(self.field)} " + re.sub(r"\{([a-z_]+)\}", lambda m: name(m.group(1)), self.problem)
 
 
 def require(condition: bool, name: str, problem: str) -> None:
@@ -48,8 +55,8 @@ def require_count(config: Any, name: str, minimum: int, maximum: int | None = No
 def require_choice(config: Any, name: str, choices: tuple, what: str | None = None) -> None:
     """Field ``name`` of ``config`` is one of ``choices``."""
     value = getattr(config, name)
-    require(value in choices, name,
-            f"{value!r} is not a known {what or name}; choose from {', '.join(map(str, choices))}")
+    if value not in choices:
+        raise ConfigError(name, f"is {value!r}, not a known {what or 'choice'}; choose from {', '.join(map(str, choices))}")
 
 
 @dataclass

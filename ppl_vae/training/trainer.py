@@ -27,17 +27,33 @@ from ppl_vae.data.datasets import Dataset
 from ppl_vae.infer.diagnose import nonfinite_site
 from ppl_vae.training.distributed import shard_batch
 from ppl_vae.models.base import model_arguments
+from ppl_vae.models.config import ConfigError
 from ppl_vae.training.evaluation import evaluate_elbo
 from ppl_vae.infer.latent_scale import warmup_scale
-from ppl_vae.training.schedules import check_schedule, scheduled_lr
+from ppl_vae.training.config import CheckpointOptions, TrainConfig
+from ppl_vae.training.schedules import scheduled_lr
 from ppl_vae.training.rng_state import rng_state, set_rng_state
-from ppl_vae.infer.svi_step import NonFiniteLossError, SVIStep, TrainConfig, make_elbo
-
-ON_NAN = ("stop", "skip")
-
+from ppl_vae.infer.elbos import make_elbo
+from ppl_vae.infer.svi_step import NonFiniteLossError, SVIStep
 
 class StopRequested(Exception):
     """Training stopped at a stop request (SIGTERM, Ctrl-C) after writing a checkpoint."""
+
+
+def check_trainable(config: TrainConfig, data: Dataset, distributed=None) -> None:
+    """What a (valid) training config asks of the data: a validation split for early stopping
+    and plateau decay, and enough datapoints in every batch for every rank.
+
+    :raises ConfigError: naming the setting.
+    """
+    for name, used in (("patience", config.patience > 0), ("lr_decay", config.lr_decay < 1)):
+        if used and data.valid is None:
+            raise ConfigError(name, f"needs a validation split; dataset {data.name!r} has none "
+                              "(hold one out with {validation_size}, e.g. 10000 for the MNIST family)")
+    last = len(data.train) % config.batch_size or config.batch_size
+    if distributed is not None and min(last, config.batch_size) < distributed.world_size:
+        raise ConfigError("batch_size", f"gives a batch of {last} datapoints, which {distributed.world_size} "
+                          "processes cannot share; choose another")
 
 
 class Trainer:
@@ -49,43 +65,21 @@ class Trainer:
     :param data: the dataset.
     :param config: the optimization settings.
     :param checkpoint_dir: where training checkpoints go (None: none are written).
-    :param every_steps: also checkpoint every this many steps (0: at epoch ends only).
-    :param every_seconds: also checkpoint when this many seconds have passed since the last.
-    :param keep: how many checkpoints to keep.
-    :param on_nan: ``"stop"`` (raise at the first non-finite loss or gradient, naming the
-        site) or ``"skip"`` (skip the step; give up after ``max_skipped`` in a row).
+    :param checkpoints: how often checkpoints are written and how many kept, and the NaN
+        policy (:class:`~ppl_vae.training.config.CheckpointOptions`; its defaults when None).
     :param extra: JSON-able data stored in every checkpoint (e.g. the run's config).
     :param distributed: data-parallel training (:mod:`ppl_vae.training.distributed`): ``batch_size``
         is the global batch, each rank steps on its shard, and only rank 0 writes checkpoints.
     """
 
     def __init__(self, model: nn.Module, guide, data: Dataset, config: TrainConfig,
-                 checkpoint_dir: Path | None = None, every_steps: int = 0, every_seconds: float = 0.0,
-                 keep: int = 2, on_nan: str = "stop", max_skipped: int = 100, extra: dict | None = None,
-                 distributed=None) -> None:
-        if config.batch_size < 1:
-            raise ValueError(f"batch size must be at least 1, got {config.batch_size}")
-        if not config.beta > 0:
-            raise ValueError(f"beta must be positive, got {config.beta}")
-        if not 0 < config.lr_decay <= 1:
-            raise ValueError(f"lr_decay must be in (0, 1] (1: off), got {config.lr_decay}")
-        check_schedule(config.lr_schedule)
-        if config.lr_schedule != "constant" and config.lr_decay < 1:
-            raise ValueError(f"the {config.lr_schedule!r} schedule and lr_decay < 1 (plateau decay) exclude each other")
-        if (config.patience or config.lr_decay < 1) and data.valid is None:
-            what = "early stopping" if config.patience else "learning-rate decay"
-            raise ValueError(f"{what} needs a validation split; dataset {data.name!r} has none "
-                             "(hold one out with --validation-size)")
-        if distributed is not None and 0 < min(len(data.train) % config.batch_size or config.batch_size,
-                                              config.batch_size) < distributed.world_size:
-            raise ValueError(f"a batch of {len(data.train) % config.batch_size or config.batch_size} datapoints "
-                             f"cannot be shared by {distributed.world_size} processes; choose another batch size")
-        if on_nan not in ON_NAN:
-            raise ValueError(f"unknown NaN policy {on_nan!r}; choose from {', '.join(ON_NAN)}")
+                 checkpoint_dir: Path | None = None, checkpoints: CheckpointOptions | None = None,
+                 extra: dict | None = None, distributed=None) -> None:
+        check_trainable(config, data, distributed)
         self.model, self.guide, self.data, self.config = model, guide, data, config
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        self.every_steps, self.every_seconds, self.keep = every_steps, every_seconds, keep
-        self.on_nan, self.max_skipped, self.extra = on_nan, max_skipped, extra or {}
+        self.checkpoints = checkpoints or CheckpointOptions()
+        self.extra = extra or {}
         self.distributed = distributed
         pyro.set_rng_seed(config.seed)
         self.shuffle = torch.Generator().manual_seed(config.seed)
@@ -146,7 +140,7 @@ class Trainer:
         path = self.checkpoint_dir / f"train-{self.global_step:09d}.pt"
         state = self.state_dict()
         atomic_write(path, lambda f: torch.save(state, f))
-        for old in sorted(self.checkpoint_dir.glob("train-*.pt"))[: -self.keep]:
+        for old in sorted(self.checkpoint_dir.glob("train-*.pt"))[: -self.checkpoints.keep]:
             old.unlink()
         self.last_checkpoint = time.monotonic()
         return path
@@ -207,12 +201,12 @@ class Trainer:
                     raise
                 error = "a distribution got non-finite parameters"
             where = nonfinite_site(self.model, self.guide, *args)
-            if self.on_nan == "stop":
+            if self.checkpoints.on_nan == "stop":
                 raise NonFiniteLossError(f"{error} at step {self.global_step + 1} (epoch {self.epoch}); "
                                          f"non-finite: {where}") from None
             self.skipped += 1
             self.skipped_in_a_row += 1
-            if self.skipped_in_a_row > self.max_skipped:
+            if self.skipped_in_a_row > self.checkpoints.max_skipped:
                 raise NonFiniteLossError(f"{self.skipped_in_a_row} steps in a row skipped for non-finite values "
                                          f"(last at step {self.global_step + 1}: {where}); giving up") from None
         self.global_step += 1
@@ -257,8 +251,9 @@ class Trainer:
                     self.seconds += time.perf_counter() - start
                     self.save()
                     raise StopRequested(f"stopped at step {self.global_step} (epoch {self.epoch})")
-                due_steps = self.every_steps and self.global_step % self.every_steps == 0
-                due_time = self.every_seconds and time.monotonic() - self.last_checkpoint >= self.every_seconds
+                every_steps, every_seconds = self.checkpoints.every_steps, self.checkpoints.every_seconds
+                due_steps = every_steps and self.global_step % every_steps == 0
+                due_time = every_seconds and time.monotonic() - self.last_checkpoint >= every_seconds
                 if (due_steps or due_time) and self.step_in_epoch < self.steps_per_epoch:
                     self.seconds += time.perf_counter() - start
                     start = time.perf_counter()

@@ -1,0 +1,29 @@
+"""The objectives by name: Pyro's ELBOs, the IWAE bound, and their compiled versions."""
+
+from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+
+from ppl_vae.infer.compiled import CompiledIWAE_ELBO, CompiledTrace_ELBO, CompiledTraceMeanField_ELBO
+from ppl_vae.infer.iwae import IWAE_ELBO
+
+ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO, "iwae": IWAE_ELBO}
+JIT_ELBOS = {"trace": CompiledTrace_ELBO, "mean-field": CompiledTraceMeanField_ELBO, "iwae": CompiledIWAE_ELBO}
+
+
+def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False) -> ELBO:
+    """Build a Pyro ELBO by name; particles are vectorized over a leading dimension.
+
+    :param name: ``"trace"`` (:class:`~pyro.infer.Trace_ELBO`), ``"mean-field"``
+        (:class:`~pyro.infer.TraceMeanField_ELBO`, analytic KL where Pyro has one) or
+        ``"iwae"`` (:class:`~ppl_vae.infer.iwae.IWAE_ELBO`, the importance-weighted bound with
+        ``K = num_particles``).
+    :param num_particles: samples of z per datapoint and step.
+    :param jit: the compiled version of the same estimator (:mod:`ppl_vae.infer.compiled`; trace,
+        mean-field and iwae), for :class:`SVIStep`: the same loss on the same draws, less Python work
+        per step.
+    """
+    if name not in ELBOS:
+        raise ValueError(f"unknown ELBO {name!r}; choose from {', '.join(ELBOS)}")
+    if num_particles < 1:
+        raise ValueError(f"num_particles must be at least 1, got {num_particles}")
+    options = {"num_particles": num_particles, "vectorize_particles": num_particles > 1, "max_plate_nesting": 1}
+    return (JIT_ELBOS if jit else ELBOS)[name](**options)
