@@ -38,11 +38,11 @@ def worker(args: argparse.Namespace) -> None:
     """One rank: train ``warmup + steps`` steps; rank 0 writes the timing as JSON."""
     from ppl_vae import ModelConfig, TrainConfig, Trainer, build_pair, load_dataset
     from ppl_vae.training.device import resolve_device
-    from ppl_vae.training.distributed import init_distributed, shutdown
+    from ppl_vae.training.distributed import init_distributed
     from ppl_vae.training.trainer import StopRequested
 
     distributed = init_distributed(resolve_device(args.device))
-    device = distributed.device if distributed else resolve_device(args.device)
+    device = distributed.device
     data = load_dataset("binarized-mnist", args.data_dir, device)
     torch.manual_seed(0)
     model, guide = build_pair(ModelConfig(z_dim=20, hidden_dims=(400,), likelihood="bernoulli"))
@@ -55,7 +55,7 @@ def worker(args: argparse.Namespace) -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             marks[step] = time.perf_counter()
-            if distributed is not None:
+            if distributed.is_distributed:
                 marks[f"collectives_{step}"] = distributed.seconds_in_collectives
 
     stop = lambda: args.warmup + args.steps in marks  # noqa: E731
@@ -63,14 +63,14 @@ def worker(args: argparse.Namespace) -> None:
         trainer.run(progress=False, stop_requested=stop, after_step=after_step)
     except StopRequested:  # the end of the timed steps
         pass
-    if distributed is None or distributed.is_main:
+    if distributed.is_main:
         seconds = marks[args.warmup + args.steps] - marks[args.warmup]
         waiting = (marks[f"collectives_{args.warmup + args.steps}"] - marks[f"collectives_{args.warmup}"]
-                   if distributed is not None else 0.0)
+                   if distributed.is_distributed else 0.0)
         Path(args.out).write_text(json.dumps({"images_per_s": args.steps * args.batch_size / seconds,
                                               "ms_per_step": 1000 * seconds / args.steps,
                                               "ms_in_collectives_per_step": 1000 * waiting / args.steps}))
-    shutdown(distributed)
+    distributed.shutdown()
 
 
 def launch(args: argparse.Namespace, processes: int, threads: int, device: str, batch_size: int) -> dict:

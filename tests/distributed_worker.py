@@ -11,7 +11,7 @@ import sys
 import torch
 
 from ppl_vae import ModelConfig, TrainConfig, Trainer, build_pair, load_dataset
-from ppl_vae.training.distributed import init_distributed, shutdown
+from ppl_vae.training.distributed import init_distributed
 
 CONFIG = ModelConfig(event_shape=(1, 28, 28), z_dim=4, hidden_dims=(32,), likelihood="bernoulli", guide="iaf",
                      guide_options={"num_flows": 2, "hidden_dims": (16,)})
@@ -32,11 +32,11 @@ def main(out: str) -> None:
         params.append(torch.cat([p.detach().reshape(-1) for p in [*model.parameters(), *guide.parameters()]]))
 
     metrics = trainer.run(progress=False, after_step=after_step)
-    if distributed is not None:
+    if distributed.is_distributed:
         out = out.replace(".pt", f"-rank{distributed.rank}.pt")
     torch.save({"losses": torch.tensor(losses, dtype=torch.float64), "params": torch.stack(params),
                 "test_elbo": torch.tensor(metrics["test_elbo"].tolist(), dtype=torch.float64)}, out)
-    shutdown(distributed)
+    distributed.shutdown()
 
 
 if __name__ == "__main__":

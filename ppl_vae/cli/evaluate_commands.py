@@ -7,7 +7,7 @@ import torch
 
 from ppl_vae.cli.arguments import positive_int
 from ppl_vae.training.device import resolve_device
-from ppl_vae.training.distributed import init_distributed, shutdown
+from ppl_vae.training.distributed import init_distributed
 from ppl_vae.cli.run_directory import append_table, load_run
 
 
@@ -61,24 +61,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from ppl_vae.infer.importance import evaluation_table
+    from ppl_vae.training.evaluation import evaluation_table
 
     distributed = init_distributed(resolve_device(args.device))  # under torchrun: datapoints sharded over ranks
     try:
-        if distributed is not None:
-            args.device = str(distributed.device)
+        args.device = str(distributed.device)  # under torchrun: this rank's
         model, guide, data, (x, *condition) = evaluation_data(args)
-        main = distributed is None or distributed.is_main
-        size = distributed.shard_bounds(len(x))[1] if distributed is not None else len(x)
+        main = distributed.is_main
+        size = distributed.shard_bounds(len(x))[1]
         with tqdm(total=size, desc="evaluate", unit="image", disable=args.no_progress or not main) as bar:
             row = evaluation_table(model, guide, x, *condition, num_samples=args.num_samples,
                                    batch_size=args.batch_size, chunk_size=args.chunk_size, seed=args.seed,
                                    progress=bar, distributed=distributed)
     finally:
-        shutdown(distributed)
+        distributed.shutdown()
     if not main:
         return 0
-    if distributed is not None:
+    if distributed.is_distributed:
         row["processes"] = distributed.world_size
     row.update(model.extra_metrics(x, *condition))  # the model's own figures (ppl_vae.models.base.Model)
     row = {"dataset": data.name, "split": args.split, "device": str(x.device), **row}

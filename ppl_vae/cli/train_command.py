@@ -30,7 +30,7 @@ from ppl_vae.nn.networks import ACTIVATIONS, NETWORKS
 from ppl_vae.training.checkpoints import CheckpointError, warm_start
 from ppl_vae.training.config import ON_NAN, CheckpointOptions, TrainConfig
 from ppl_vae.training.device import resolve_device
-from ppl_vae.training.distributed import init_distributed, on_main, shutdown
+from ppl_vae.training.distributed import init_distributed
 from ppl_vae.training.schedules import LR_SCHEDULES
 from ppl_vae.training.trainer import check_trainable
 
@@ -178,14 +178,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         try:
             return (cmd_resume if hasattr(args, "resume") else cmd_train_new)(args, distributed)
         finally:
-            shutdown(distributed)
+            distributed.shutdown()
     except ConfigError as error:
         raise UsageError(error.render(flag_of_field)) from None
 
 
 def distributed_settings(distributed, train_config: TrainConfig) -> dict:
     """The data-parallel settings recorded in the run's config (and printed by rank 0)."""
-    if distributed is None:
+    if not distributed.is_distributed:
         return {"world_size": 1}
     settings = {"world_size": distributed.world_size, "backend": distributed.backend,
                 "global_batch_size": train_config.batch_size,
@@ -202,17 +202,16 @@ def build_on_device(config: ModelConfig, seed: int, device, distributed):
     pyro.set_rng_seed(seed)  # the initial weights too follow the seed
     model, guide = build_pair(config)
     model, guide = model.to(device), guide.to(device)
-    if distributed is not None:
-        distributed.broadcast_module_(model)
-        distributed.broadcast_module_(guide)
+    distributed.broadcast_module_(model)
+    distributed.broadcast_module_(guide)
     return model, guide
 
 
 def cmd_train_new(args: argparse.Namespace, distributed) -> int:
-    device = distributed.device if distributed is not None else resolve_device(args.device)
+    device = distributed.device
     train_config = TrainConfig(**given(args, "train"))
     options = CheckpointOptions(**given(args, "checkpoints"))
-    if train_config.jit and distributed is not None:
+    if train_config.jit and distributed.is_distributed:
         raise UsageError("--jit does not support data-parallel training (torchrun); run without --jit")
     data = load_dataset(args.dataset, args.data_dir, device, args.validation_size)
     check_trainable(train_config, data, distributed)
@@ -235,7 +234,7 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
         write_run_config(out, run_config)
         return out
 
-    out = on_main(distributed, create_run_dir)
+    out = distributed.on_main(create_run_dir)
     return run_training(out, model, guide, config, data, train_config, options, not args.no_progress,
                         distributed=distributed)
 
@@ -257,9 +256,9 @@ def cmd_resume(args: argparse.Namespace, distributed) -> int:
         train_config = TrainConfig(**{**train_config.to_dict(), "epochs": epochs})
         run_config.setdefault("epochs_changed", []).append({"from": run_config["train"]["epochs"], "to": epochs})
         run_config["train"]["epochs"] = epochs
-        if distributed is None or distributed.is_main:
+        if distributed.is_main:
             write_run_config(args.resume, run_config)
-    device = distributed.device if distributed is not None else resolve_device(args.device)
+    device = distributed.device
     data = load_dataset(run_config["dataset"], run_config.get("data_dir", "data"), device,
                         run_config.get("validation_size", 0))
     distributed_settings(distributed, train_config)
@@ -267,7 +266,7 @@ def cmd_resume(args: argparse.Namespace, distributed) -> int:
     started = any((args.resume / "checkpoints").glob("train-*.pt"))
     if not started and "init_from" in run_config:
         warm_start(run_config["init_from"]["path"], model, guide, config)
-    if not started and (distributed is None or distributed.is_main):  # nothing was saved: start over
+    if not started and distributed.is_main:  # nothing was saved: start over
         print(f"{args.resume} has no checkpoint yet; starting it over", file=sys.stderr)
     return run_training(args.resume, model, guide, config, data, train_config, options, not args.no_progress,
                         resume=started, distributed=distributed)

@@ -2,16 +2,14 @@
 
 Used by ``ppl-vae train``: it writes ``metrics.csv`` every epoch, training checkpoints
 under ``checkpoints/``, and at the end the figures and ``checkpoint.pt``. SIGTERM and
-Ctrl-C write a checkpoint and stop cleanly. For fault-injection tests, the environment
-variable ``PPL_VAE_FAULT=kill:N`` (or ``term:N``) sends the process SIGKILL (or SIGTERM)
-after global step N.
+Ctrl-C write a checkpoint and stop cleanly.
 """
 
 import json
-import os
 import signal
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 from torch import nn
@@ -22,22 +20,8 @@ from ppl_vae.data.datasets import Dataset
 from ppl_vae.cli.figures import plot_curves, save_figures
 from ppl_vae.cli.run_directory import RunDirError
 from ppl_vae.training.config import CheckpointOptions, TrainConfig
+from ppl_vae.training.distributed import process_group
 from ppl_vae.training.trainer import StopRequested, Trainer, fit
-
-
-def fault_hook():
-    """The ``PPL_VAE_FAULT`` test hook: ``kill:N`` or ``term:N`` signals this process after step N."""
-    spec = os.environ.get("PPL_VAE_FAULT")
-    if not spec:
-        return None
-    kind, at = spec.split(":")
-    signum = {"kill": signal.SIGKILL, "term": signal.SIGTERM}[kind]
-
-    def after_step(step: int) -> None:
-        if step == int(at):
-            os.kill(os.getpid(), signum)
-
-    return after_step
 
 
 class StopSignals:
@@ -68,12 +52,14 @@ def epoch_logger(out: Path, name: str, label: str, rows: list):
 
 def run_training(out: Path, model: nn.Module, guide: nn.Module, config: ModelConfig, data: Dataset,
                  train_config: TrainConfig, options: CheckpointOptions, progress: bool = True,
-                 resume: bool = False, distributed=None) -> int:
+                 resume: bool = False, distributed=None, after_step: Callable[[int], None] | None = None) -> int:
     """Train (or resume) into ``out``; returns the exit code (0, or 128 + signal when stopped).
 
     With ``distributed``, every rank trains and rank 0 alone writes files and prints.
+    ``after_step`` is called with the global step after each step of the main fit (the
+    fault-injection seam of ``tests/fault_injection.py``).
     """
-    main = distributed is None or distributed.is_main
+    main = process_group(distributed).is_main
     trainer = Trainer(model, guide, data, train_config, out / "checkpoints", options, distributed=distributed)
     if resume:
         state, path, problems = latest_checkpoint(out / "checkpoints", map_location=next(model.parameters()).device)
@@ -90,7 +76,7 @@ def run_training(out: Path, model: nn.Module, guide: nn.Module, config: ModelCon
     with StopSignals() as signals:
         try:
             metrics = trainer.run(on_epoch, progress, stop_requested=lambda: signals.received is not None,
-                                  after_step=fault_hook())
+                                  after_step=after_step)
         except StopRequested as stop:
             signum = signals.received or signal.SIGTERM  # (another rank was asked to stop)
             if main:

@@ -30,6 +30,8 @@ Example::
     step(x)  # compiles for x.shape, then replays
 """
 
+import inspect
+import weakref
 from contextlib import contextmanager
 from typing import Callable, Iterator
 from unittest import mock
@@ -84,8 +86,18 @@ class CompiledELBO:
         return warn_if_nan(loss.item(), "loss")
 
     def _compiled(self, model, guide, args: tuple, kwargs: dict) -> tuple[list[str], list[bool], Callable]:
-        key = (id(model), id(guide), *(_signature(a) for a in args), *sorted(kwargs.items()))
+        """The graph for this model, guide and argument signature, recorded on first use.
+
+        Graphs are keyed by weak references to the model and guide (not by ``id``, which a
+        new object may reuse once the old one is collected), and dropped with them.
+        """
         graphs = self.__dict__.setdefault("_graphs", {})
+
+        def forget(dead: weakref.ref) -> None:
+            for key in [key for key in graphs if dead in key[:2]]:
+                del graphs[key]
+
+        key = (_weak(model, forget), _weak(guide, forget), *(_signature(a) for a in args), *sorted(kwargs.items()))
         if key not in graphs:
             graphs[key] = self._compile(model, guide, args, kwargs)
         return graphs[key]
@@ -167,6 +179,11 @@ class _PrecomputedGradient(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         grads, ctx.grads = ctx.grads, None
         return None, None, *(None if g is None else g * grad_output for g in grads)
+
+
+def _weak(fn: Callable, callback: Callable) -> weakref.ref:
+    """A weak reference to a model or guide (a bound method's to its object and function)."""
+    return weakref.WeakMethod(fn, callback) if inspect.ismethod(fn) else weakref.ref(fn, callback)
 
 
 def _signature(value):

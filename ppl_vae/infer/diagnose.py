@@ -2,9 +2,8 @@
 
 import pyro
 import torch
-from pyro import poutine
-from pyro.poutine.util import site_is_subsample
 
+from ppl_vae.infer.traces import sample_sites, site_log_prob, traces
 from ppl_vae.nn.registration import registration_skipped
 
 
@@ -18,11 +17,9 @@ def nonfinite_site(model, guide, *args) -> str:
         for name, param in [*model.named_parameters(), *getattr(guide, "named_parameters", lambda: [])()]:
             if not torch.isfinite(param).all():
                 return f"parameter {name!r}"
-        guide_trace = poutine.trace(guide).get_trace(*args)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
+        guide_trace, model_trace = traces(model, guide, *args)
         for where, trace in (("guide", guide_trace), ("model", model_trace)):
-            for name, site in trace.nodes.items():
-                if site["type"] == "sample" and not site_is_subsample(site):
-                    if not torch.isfinite(site["fn"].log_prob(site["value"])).all():
-                        return f"{where} site {name!r}"
+            for name, site in sample_sites(trace):
+                if not torch.isfinite(site_log_prob(name, site)).all():
+                    return f"{where} site {name!r}"
     return "no site (the non-finite value arose in the gradients)"

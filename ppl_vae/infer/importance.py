@@ -15,16 +15,14 @@ per-datapoint results do not depend on the batch or chunk size (common random nu
 """
 
 import math
-import time
 from typing import NamedTuple
 
 import pyro
-import pyro.poutine as poutine
 import torch
-from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from ppl_vae.infer.noise import PerDatapointNoise
+from ppl_vae.infer.traces import log_weight, sample_sites, traces
 from ppl_vae.nn.registration import registration_skipped
 
 
@@ -37,15 +35,9 @@ def log_importance_weights(
     :returns: the log weights ``(num_particles, batch)`` and the guide's latent values by site name.
     """
     with pyro.plate("particles", num_particles, dim=-2):
-        guide_trace = poutine.trace(guide).get_trace(x, *args)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, *args)
-    log_w = 0.0
-    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-        for site in trace.nodes.values():
-            if site["type"] == "sample" and not site_is_subsample(site):
-                log_w = log_w + sign * site["fn"].log_prob(site["value"])
-    latents = {name: site["value"] for name, site in guide_trace.nodes.items()
-               if site["type"] == "sample" and not site_is_subsample(site) and not site["is_observed"]}
+        guide_trace, model_trace = traces(model, guide, x, *args)
+    log_w = log_weight(model_trace, guide_trace)
+    latents = {name: site["value"] for name, site in sample_sites(guide_trace) if not site["is_observed"]}
     return log_w, latents
 
 
@@ -120,46 +112,6 @@ class Summary(NamedTuple):
     def of(cls, values: torch.Tensor) -> "Summary":
         values = values.double()
         return cls(values.mean().item(), (values.std() / math.sqrt(len(values))).item() if len(values) > 1 else math.nan)
-
-
-def evaluation_table(
-    model: nn.Module, guide: nn.Module, x: torch.Tensor, *args, num_samples: int = 5000,
-    batch_size: int = 2, chunk_size: int = 2000, seed: int = 0, progress=None, distributed=None,
-) -> dict[str, float]:
-    """Everything ``ppl-vae evaluate`` reports, as one flat row.
-
-    ``nll`` and ``bits_per_dim`` (the IWAE bound with K samples), ``elbo`` (K-sample
-    estimate), their standard errors over datapoints, the number of active units and,
-    for Gaussian guides, the mean closed-form KL and the KL per latent dimension.
-
-    :param distributed: shard the datapoints over the ranks of a process group
-        (:mod:`ppl_vae.training.distributed`) and gather the per-datapoint results; each datapoint
-        keeps its own noise generator, so the row equals the single-process one.
-    """
-
-    start = time.perf_counter()
-    first, size = distributed.shard_bounds(len(x)) if distributed is not None else (0, len(x))
-    per_datapoint, z_mean = estimate_log_likelihood(
-        model, guide, x[first:first + size], *[a[first:first + size] for a in args], num_samples=num_samples,
-        batch_size=batch_size, chunk_size=chunk_size, seed=seed, progress=progress, first_index=first,
-    )
-    if distributed is not None:  # every rank's rows, in order
-        log_likelihood, elbo, z_mean = distributed.gather_rows([*per_datapoint, z_mean])
-        per_datapoint = PerDatapoint(log_likelihood, elbo)
-    seconds = time.perf_counter() - start
-    nll, elbo = Summary.of(-per_datapoint.log_likelihood), Summary.of(per_datapoint.elbo)
-    dims = getattr(model, "observed_dims", None) or math.prod(x.shape[1:])  # a Model says; else every pixel
-    active = active_units(z_mean)
-    row = {
-        "num_datapoints": len(x), "num_samples": num_samples,
-        "nll": nll.mean, "nll_std_error": nll.std_error,
-        "bits_per_dim": nll.mean / (dims * math.log(2)), "elbo": elbo.mean, "elbo_std_error": elbo.std_error,
-        "active_units": int(active.sum()), "z_dim": z_mean.shape[-1],
-        "kl": math.nan, "seconds": seconds,
-        "pairs_per_s": len(x) * num_samples / seconds,
-    }
-    row.update(mean_kl(guide, x, *args, batch_size=batch_size))
-    return row
 
 
 @torch.no_grad()

@@ -15,10 +15,13 @@ everything else to Pyro.
 """
 
 import math
+from functools import partial
 
 import torch
 from pyro.infer import RenyiELBO
 from pyro.infer.util import get_dependent_plate_dims, torch_sum
+
+from ppl_vae.infer.traces import log_weight as trace_log_weight
 
 
 class IWAE_ELBO(RenyiELBO):
@@ -54,14 +57,8 @@ class IWAE_ELBO(RenyiELBO):
         log_weights = []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
-            log_weight = 0.0
-            for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-                for name, site in trace.nodes.items():
-                    if site["type"] != "sample":
-                        continue
-                    if trace is guide_trace and not site["fn"].has_rsample:
-                        raise NotImplementedError(f"IWAE_ELBO needs reparameterized guide sites; {name!r} is not")
-                    log_weight = log_weight + sign * torch_sum(site["log_prob"], sum_dims)
+            log_weights_of = partial(_summed_log_prob, guide_trace, sum_dims)
+            log_weight = trace_log_weight(model_trace, guide_trace, log_weights_of)
             log_weights.append(log_weight)
         if self.vectorize_particles and self.num_particles > 1:
             return log_weights[0]
@@ -71,3 +68,10 @@ class IWAE_ELBO(RenyiELBO):
         """``-sum_x L_K(x)``, a scalar with gradients."""
         log_weights = self.log_weights(model, guide, *args, **kwargs)
         return -(torch.logsumexp(log_weights, dim=0) - math.log(self.num_particles)).sum()
+
+
+def _summed_log_prob(guide_trace, sum_dims, name: str, site: dict) -> torch.Tensor:
+    """A site's ``log_prob`` (computed by Pyro's ``_get_traces``) summed over the plates the weights do not keep."""
+    if name in guide_trace.nodes and site is guide_trace.nodes[name] and not site["fn"].has_rsample:
+        raise NotImplementedError(f"IWAE_ELBO needs reparameterized guide sites; {name!r} is not")
+    return torch_sum(site["log_prob"], sum_dims)

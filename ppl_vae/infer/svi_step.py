@@ -64,6 +64,7 @@ class SVIStep:
     """
 
     def __init__(self, model, guide, elbo: ELBO, lr: float = 1e-3, beta: float = 1.0, distributed=None) -> None:
+        distributed = distributed if getattr(distributed, "is_distributed", False) else None  # one process: plain
         if distributed is not None and is_jit(elbo):
             # the compiled graph would replay the first step's slice of the global batch's noise
             raise ValueError("a JIT-compiled ELBO does not support data-parallel training; train without --jit "

@@ -145,9 +145,8 @@ class QuadrantCVAE(Model):
     :param z_dim: the latent dimension.
     :param hidden_dims: hidden widths of the prior and generation networks.
     :param decoder_sees_visible: the generation network takes ``(z, x_visible)`` rather than
-        ``z`` alone (z alone is Pyro's example and the default: on full MNIST with one
-        visible quadrant it trains faster and further, test -ELBO 81.9 against 88.8 after
-        13 epochs, together with :class:`MergedQuadrantEncoder` as the guide's body).
+        ``z`` alone (z alone is Pyro's example and the default, together with
+        :class:`MergedQuadrantEncoder` as the guide's body; the README compares the two).
     """
 
     def __init__(self, baseline: QuadrantBaseline, z_dim: int = 200, hidden_dims: Sequence[int] = (500, 500),

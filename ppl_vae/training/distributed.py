@@ -59,6 +59,11 @@ class Distributed:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def is_distributed(self) -> bool:
+        """Whether there is more than this process."""
+        return self.world_size > 1
+
     def shard_bounds(self, size: int) -> tuple[int, int]:
         """``(start, length)`` of this rank's contiguous share of ``size`` items (sizes differ by at most one)."""
         base, extra = divmod(size, self.world_size)
@@ -119,19 +124,74 @@ class Distributed:
         for tensor in [*module.parameters(), *module.buffers()]:
             self._collective(dist.broadcast, tensor.data, 0)
 
+    def shard_batch(self, x: torch.Tensor, labels: torch.Tensor | None):
+        """This rank's rows of a global batch and the noise context that goes with them.
 
-def shard_batch(distributed: Distributed | None, x: torch.Tensor, labels: torch.Tensor | None):
-    """This rank's rows of a global batch and the noise context that goes with them.
+        :returns: ``(x, labels, noise)``: this rank's rows and a :class:`~ppl_vae.infer.noise.ShardedNoise`
+            that draws the global batch's noise and keeps this rank's rows.
+        """
+        size = len(x)
+        x, labels = self.shard(x, labels)
+        return x, labels, ShardedNoise(size, *self.shard_bounds(size))
 
-    :returns: ``(x, labels, noise)``: with ``distributed``, this rank's rows and a
-        :class:`~ppl_vae.infer.noise.ShardedNoise` for the global batch; otherwise the batch as it
-        is and a no-op context.
+    def on_main(self, fn):
+        """Call ``fn`` on rank 0 only (e.g. to create the run directory) and give every rank its
+        result; an error it raises is raised on every rank."""
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = fn()
+            except Exception as raised:  # noqa: BLE001 - re-raised on every rank below
+                error = raised
+        result, error = self.broadcast_object((result, error))
+        if error is not None:
+            raise error
+        return result
+
+    def shutdown(self) -> None:
+        """Leave the process group (after success or failure)."""
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class SingleProcess(Distributed):
+    """The process group of one process, where every collective is the identity.
+
+    Training and evaluation code takes a group and never asks whether there is one: a
+    single process passes this stand-in, which shards nothing, reduces nothing and leaves
+    Pyro's own draws alone.
+
+    :param device: the process's device.
     """
-    if distributed is None:
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        super().__init__(rank=0, world_size=1, device=torch.device(device), backend="none")
+
+    def all_reduce_sum_(self, tensors: list[torch.Tensor]) -> None:
+        pass
+
+    def sum_scalars(self, *values: float) -> list[float]:
+        return list(values)
+
+    def gather_rows(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        return list(tensors)
+
+    def broadcast_object(self, value):
+        return value
+
+    def broadcast_module_(self, module: nn.Module) -> None:
+        pass
+
+    def shard_batch(self, x: torch.Tensor, labels: torch.Tensor | None):
         return x, labels, nullcontext()
-    size = len(x)
-    x, labels = distributed.shard(x, labels)
-    return x, labels, ShardedNoise(size, *distributed.shard_bounds(size))
+
+    def shutdown(self) -> None:
+        pass
+
+
+def process_group(distributed: Distributed | None) -> Distributed:
+    """``distributed``, or the single-process stand-in for None (the public functions' default)."""
+    return SingleProcess() if distributed is None else distributed
 
 
 def launched_by_torchrun() -> bool:
@@ -139,16 +199,17 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_distributed(device: torch.device, timeout_s: float | None = None) -> Distributed | None:
+def init_distributed(device: torch.device, timeout_s: float | None = None) -> Distributed:
     """Join the process group that ``torchrun`` (or a launcher setting ``RANK``, ``WORLD_SIZE``,
-    ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) describes; None for a single process.
+    ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) describes; :class:`SingleProcess` for a
+    single process.
 
     :param device: the device asked for; on CUDA each rank takes ``cuda:LOCAL_RANK`` and NCCL,
         on the CPU Gloo.
     :param timeout_s: collective timeout (default ``PPL_VAE_DIST_TIMEOUT`` or 300 s).
     """
     if not launched_by_torchrun():
-        return None
+        return SingleProcess(device)
     timeout_s = timeout_s or float(os.environ.get("PPL_VAE_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
@@ -160,26 +221,3 @@ def init_distributed(device: torch.device, timeout_s: float | None = None) -> Di
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     return Distributed(dist.get_rank(), dist.get_world_size(), device, backend)
-
-
-def shutdown(distributed: Distributed | None) -> None:
-    """Leave the process group (after success or failure)."""
-    if distributed is not None and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def on_main(distributed: Distributed | None, fn):
-    """Call ``fn`` on rank 0 only (e.g. to create the run directory) and give every rank its
-    result; an error it raises is raised on every rank."""
-    if distributed is None:
-        return fn()
-    result, error = None, None
-    if distributed.is_main:
-        try:
-            result = fn()
-        except Exception as raised:  # noqa: BLE001 - re-raised on every rank below
-            error = raised
-    result, error = distributed.broadcast_object((result, error))
-    if error is not None:
-        raise error
-    return result

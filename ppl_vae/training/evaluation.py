@@ -1,13 +1,18 @@
-"""The ELBO of a dataset split, as the training loop reports it every epoch."""
+"""The evaluation of a trained pair over a process group: the ELBO of a split (which the
+training loop reports every epoch) and the importance-sampled table of ``ppl-vae evaluate``."""
+
+import math
+import time
 
 import torch
 from pyro.infer import ELBO, Trace_ELBO
 from torch import nn
 
 from ppl_vae.data import Dataset
+from ppl_vae.infer.importance import PerDatapoint, Summary, active_units, estimate_log_likelihood, mean_kl
 from ppl_vae.models.base import model_arguments
 from ppl_vae.nn.registration import registration_skipped
-from ppl_vae.training.distributed import shard_batch
+from ppl_vae.training.distributed import process_group
 
 
 @torch.no_grad()
@@ -23,17 +28,55 @@ def evaluate_elbo(
     :param distributed: shard every batch over the ranks (:mod:`ppl_vae.training.distributed`) and
         sum the results; the value is the single-process one.
     """
-    elbo = elbo or Trace_ELBO()
+    elbo, group = elbo or Trace_ELBO(), process_group(distributed)
     arguments = model_arguments(model)
     total, count = 0.0, 0
     devices = [data.train.device] if data.train.device.type == "cuda" else []
     with registration_skipped(), torch.random.fork_rng(devices=devices):
         for x, labels in data.batches(split, batch_size, labels=True):
             size = len(x)
-            x, labels, noise = shard_batch(distributed, x, labels)
+            x, labels, noise = group.shard_batch(x, labels)
             with noise:
                 total -= elbo.differentiable_loss(model, guide, *arguments(x, labels)).item() if len(x) else 0.0
             count += size
-    if distributed is not None:
-        total = distributed.sum_scalars(total)[0]
-    return total / count
+    return group.sum_scalars(total)[0] / count
+
+
+def evaluation_table(
+    model: nn.Module, guide: nn.Module, x: torch.Tensor, *args, num_samples: int = 5000,
+    batch_size: int = 2, chunk_size: int = 2000, seed: int = 0, progress=None, distributed=None,
+) -> dict[str, float]:
+    """Everything ``ppl-vae evaluate`` reports, as one flat row.
+
+    ``nll`` and ``bits_per_dim`` (the IWAE bound with K samples), ``elbo`` (K-sample
+    estimate), their standard errors over datapoints, the number of active units and,
+    for Gaussian guides, the mean closed-form KL and the KL per latent dimension.
+
+    :param distributed: shard the datapoints over the ranks of a process group
+        (:class:`~ppl_vae.training.distributed.Distributed`) and gather the per-datapoint results; each datapoint
+        keeps its own noise generator, so the row equals the single-process one.
+    """
+
+    group = process_group(distributed)
+    start = time.perf_counter()
+    first, size = group.shard_bounds(len(x))
+    per_datapoint, z_mean = estimate_log_likelihood(
+        model, guide, x[first:first + size], *[a[first:first + size] for a in args], num_samples=num_samples,
+        batch_size=batch_size, chunk_size=chunk_size, seed=seed, progress=progress, first_index=first,
+    )
+    log_likelihood, elbo, z_mean = group.gather_rows([*per_datapoint, z_mean])  # every rank's rows, in order
+    per_datapoint = PerDatapoint(log_likelihood, elbo)
+    seconds = time.perf_counter() - start
+    nll, elbo = Summary.of(-per_datapoint.log_likelihood), Summary.of(per_datapoint.elbo)
+    dims = getattr(model, "observed_dims", None) or math.prod(x.shape[1:])  # a Model says; else every pixel
+    active = active_units(z_mean)
+    row = {
+        "num_datapoints": len(x), "num_samples": num_samples,
+        "nll": nll.mean, "nll_std_error": nll.std_error,
+        "bits_per_dim": nll.mean / (dims * math.log(2)), "elbo": elbo.mean, "elbo_std_error": elbo.std_error,
+        "active_units": int(active.sum()), "z_dim": z_mean.shape[-1],
+        "kl": math.nan, "seconds": seconds,
+        "pairs_per_s": len(x) * num_samples / seconds,
+    }
+    row.update(mean_kl(guide, x, *args, batch_size=batch_size))
+    return row

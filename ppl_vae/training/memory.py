@@ -5,10 +5,10 @@ dynamically up to 32 MiB) with ``mmap`` and gives them back to the operating sys
 when they are freed, and it trims the top of the heap whenever more than a few MiB
 are free there. A tensor program that allocates and frees the same large buffers at every
 step (a decoder's output and the likelihood's temporaries: 12.5 MB each for 4000 x 784
-floats) then takes a page fault on the first touch of every 4 KiB page, every time.
-On this project's 2-core CPU machine that cost 25% of an importance-sampled evaluation
-(4000-row passes of the 784-400-20 MLP: 55 ms with the faults, 42 ms without) and 20-30%
-of a training step at batch 128.
+floats) then takes a page fault on the first touch of every 4 KiB page, every time, a
+large share of an importance-sampled evaluation pass or a small training step on the CPU
+(``scripts/bench_train.py`` and ``scripts/bench_evaluate.py`` measure both allocators with
+``--allocator``).
 
 :func:`retain_freed_memory` sets glibc's ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD``
 (``mallopt(3)``) so that freed buffers stay in the heap and are reused; the process then

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ppl_vae.training.checkpoints import TRAIN_FORMAT, atomic_write
 from ppl_vae.data.datasets import Dataset
 from ppl_vae.infer.diagnose import nonfinite_site
-from ppl_vae.training.distributed import shard_batch
+from ppl_vae.training.distributed import process_group
 from ppl_vae.models.base import model_arguments
 from ppl_vae.models.config import ConfigError
 from ppl_vae.training.evaluation import evaluate_elbo
@@ -51,7 +51,7 @@ def check_trainable(config: TrainConfig, data: Dataset, distributed=None) -> Non
             raise ConfigError(name, f"needs a validation split; dataset {data.name!r} has none "
                               "(hold one out with {validation_size}, e.g. 10000 for the MNIST family)")
     last = len(data.train) % config.batch_size or config.batch_size
-    if distributed is not None and min(last, config.batch_size) < distributed.world_size:
+    if min(last, config.batch_size) < process_group(distributed).world_size:
         raise ConfigError("batch_size", f"gives a batch of {last} datapoints, which {distributed.world_size} "
                           "processes cannot share; choose another")
 
@@ -80,7 +80,7 @@ class Trainer:
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.checkpoints = checkpoints or CheckpointOptions()
         self.extra = extra or {}
-        self.distributed = distributed
+        self.distributed = process_group(distributed)
         pyro.set_rng_seed(config.seed)
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.step = SVIStep(model, guide, make_elbo(config.elbo, config.num_particles, config.jit), config.lr, config.beta,
@@ -134,7 +134,7 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Write a checkpoint atomically and drop all but the newest ``keep``."""
-        if self.checkpoint_dir is None or (self.distributed is not None and not self.distributed.is_main):
+        if self.checkpoint_dir is None or not self.distributed.is_main:
             return None
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = self.checkpoint_dir / f"train-{self.global_step:09d}.pt"
@@ -184,7 +184,7 @@ class Trainer:
 
     def _take_step(self, x: torch.Tensor, labels) -> None:
         size = len(x)
-        x, labels, noise = shard_batch(self.distributed, x, labels)  # this rank's rows and noise
+        x, labels, noise = self.distributed.shard_batch(x, labels)  # this rank's rows and noise
         args = self.arguments(x, labels)
         self.step.kl.scale = warmup_scale(self.config.beta, self.global_step, self.warmup_steps)
         if self.config.lr_schedule != "constant":
@@ -233,10 +233,9 @@ class Trainer:
         :param after_step: called with the global step after each step (fault injection in tests).
         :returns: the metrics of all epochs so far.
         """
-        main = self.distributed is None or self.distributed.is_main
-        if self.distributed is not None:  # every rank stops at the same step
-            local_stop_requested = stop_requested
-            stop_requested = lambda: self.distributed.any(local_stop_requested())  # noqa: E731
+        main = self.distributed.is_main
+        local_stop_requested = stop_requested
+        stop_requested = lambda: self.distributed.any(local_stop_requested())  # noqa: E731 (every rank stops together)
         while self.epoch <= self.config.epochs and not self.stopped_early:
             start = time.perf_counter()
             bar = tqdm(self._batches(), total=self.steps_per_epoch, initial=self.step_in_epoch,

@@ -13,7 +13,7 @@ from torch.autograd.functional import jacobian
 from ppl_vae import GUIDES, DiagonalNormalGuide, ModelConfig, SVIStep, build_pair, load_pair, make_guide, save_checkpoint
 from ppl_vae.infer.agreement import elbo_agreement
 from ppl_vae.data.datasets import load_dataset
-from ppl_vae.infer.importance import evaluation_table
+from ppl_vae.training.evaluation import evaluation_table
 from ppl_vae.guides import FlowGuide, FullRankGuide
 from ppl_vae.nn.networks import MLPEncoder
 

@@ -7,6 +7,7 @@ import pickle
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -21,9 +22,12 @@ TRAIN = ["train", "--dataset", "binarized-mnist-sample", "--epochs", "2", "--bat
          "--hidden-dims", "64", "--checkpoint-every-steps", "3", "--no-progress"]  # 20 steps per epoch
 
 
+FAULT_INJECTION = str(Path(__file__).parents[1] / "fault_injection.py")  # ppl-vae with PPL_VAE_FAULT honoured
+
+
 def ppl_vae(*args, fault=None, check=True):
     env = dict(os.environ, PPL_VAE_FAULT=fault or "")
-    result = subprocess.run([sys.executable, "-m", "ppl_vae", *args], capture_output=True, text=True, env=env,
+    result = subprocess.run([sys.executable, FAULT_INJECTION, *args], capture_output=True, text=True, env=env,
                             timeout=300)
     if check:
         assert result.returncode == 0, result.stderr

@@ -1,3 +1,4 @@
+import gc
 import json
 
 import pyro
@@ -14,6 +15,7 @@ from ppl_vae.infer.compiled import (
     is_jit,
 )
 from ppl_vae.infer.svi_step import all_finite
+from ppl_vae.training.distributed import Distributed
 
 BASE = {"event_shape": (1, 28, 28), "z_dim": 5, "hidden_dims": (32,)}
 CASES = {
@@ -83,6 +85,39 @@ def test_one_compilation_per_shape_not_per_call():
     for n in (32, 32, 7, 32, 7):
         step(x[:n])
     assert len(step.elbo._graphs) == 2
+
+
+def test_compiled_graphs_are_dropped_with_their_model_and_guide():
+    """Graphs are keyed by weak references: a collected pair takes its graph with it, so a
+    new pair can never be handed a graph that reads another pair's parameters."""
+    elbo = make_elbo(jit=True)
+    x, _ = batch()
+    model, guide = build_pair(ModelConfig(**BASE))
+    with pyro.get_param_store().scope():
+        elbo.differentiable_loss(model, guide, x)
+    assert len(elbo._graphs) == 1
+    del model, guide
+    gc.collect()
+    assert len(elbo._graphs) == 0
+
+
+def test_bound_methods_share_one_graph():
+    class Pair:  # Pyro's examples/vae style: model and guide as methods of one object
+        def __init__(self):
+            self.vae, self.enc = build_pair(ModelConfig(**BASE))
+
+        def model(self, x):
+            return self.vae(x)
+
+        def guide(self, x):
+            return self.enc(x)
+
+    pair, elbo = Pair(), make_elbo(jit=True)
+    x, _ = batch()
+    with pyro.get_param_store().scope():
+        for _ in range(3):
+            elbo.differentiable_loss(pair.model, pair.guide, x)  # a new bound method object each time
+    assert len(elbo._graphs) == 1
 
 
 def test_two_runs_with_the_same_module_names_keep_their_own_parameters():
@@ -175,7 +210,7 @@ def test_plain_callables_keep_their_params_in_the_global_store():
 def test_data_parallel_training_is_refused():
     model, guide = build_pair(ModelConfig(**BASE))
     with pytest.raises(ValueError, match="does not support data-parallel training"):
-        SVIStep(model, guide, make_elbo(jit=True), distributed=object())
+        SVIStep(model, guide, make_elbo(jit=True), distributed=Distributed(0, 2, torch.device("cpu"), "gloo"))
 
 
 @pytest.mark.parametrize("elbo_class", [CompiledTrace_ELBO, CompiledTraceMeanField_ELBO, CompiledIWAE_ELBO],

@@ -14,7 +14,7 @@ from ppl_vae.cli.train_command import given
 from ppl_vae.models.config import ModelConfig
 from ppl_vae.training.config import CheckpointOptions, TrainConfig
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 TINY = ["--epochs", "2", "--hidden-dims", "8", "--z-dim", "2", "--batch-size", "250", "--no-progress"]
 
 

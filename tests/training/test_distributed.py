@@ -13,10 +13,11 @@ import torch
 
 from ppl_vae.training.distributed import Distributed
 
-WORKER = Path(__file__).with_name("distributed_worker.py")
+WORKER = Path(__file__).parents[1] / "distributed_worker.py"
 SMALL_RUN = ["--dataset", "binarized-mnist-sample", "--z-dim", "4", "--hidden-dims", "32", "--batch-size", "500",
              "--no-progress"]
 
+FAULT_INJECTION = str(Path(__file__).parents[1] / "fault_injection.py")  # ppl-vae with PPL_VAE_FAULT honoured
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -79,7 +80,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
 
 
 def test_a_dead_rank_makes_the_others_fail_clearly(tmp_path):
-    results = spawn([sys.executable, "-m", "ppl_vae", "train", *SMALL_RUN, "--epochs", "2", "--out", str(tmp_path / "run")],
+    results = spawn([sys.executable, FAULT_INJECTION, "train", *SMALL_RUN, "--epochs", "2", "--out", str(tmp_path / "run")],
                     2, lambda rank: {"PPL_VAE_FAULT": "kill:3" if rank == 1 else "", "PPL_VAE_DIST_TIMEOUT": "30"},
                     timeout=120)
     (code0, _, err0), (code1, _, _) = results
@@ -99,7 +100,8 @@ def test_torchrun_trains_stops_and_resumes_like_one_process(tmp_path):
                    check=True, timeout=240, env=env, capture_output=True)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                 "-m", "ppl_vae", "train"]
-    stopped = subprocess.run([*torchrun, *SMALL_RUN, "--epochs", "2", "--out", str(group)], timeout=240,
+    stopped = subprocess.run([*torchrun[:-3], FAULT_INJECTION, "train", *SMALL_RUN, "--epochs", "2", "--out", str(group)],
+                             timeout=240,
                              env=dict(env, PPL_VAE_FAULT="term:25"), capture_output=True, text=True)
     assert stopped.returncode != 0 and f"resume with: ppl-vae train --resume {group}" in stopped.stderr
     assert sorted(p.name for p in (group / "checkpoints").iterdir()) == ["train-000000020.pt", "train-000000025.pt"]

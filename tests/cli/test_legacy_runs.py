@@ -19,7 +19,7 @@ import torch
 
 from ppl_vae.cli.main import main
 
-FIXTURES = Path(__file__).parent / "fixtures" / "legacy_runs"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "legacy_runs"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
 
 
