@@ -12,30 +12,39 @@ import sys
 import types
 import warnings
 
-from ppl_vae.data import Dataset, load_dataset
-from ppl_vae.guides import GUIDES, AmortizedGuide, DiagonalNormalGuide, make_guide
-from ppl_vae.infer.compiled import CompiledIWAE_ELBO, CompiledTrace_ELBO, CompiledTraceMeanField_ELBO
-from ppl_vae.training.evaluation import evaluate_elbo
-from ppl_vae.infer.iwae import IWAE_ELBO
-from ppl_vae.infer.latent_scale import LatentScaleMessenger
-from ppl_vae.infer.elbos import make_elbo
-from ppl_vae.infer.svi_step import SVIStep
-from ppl_vae.models.config import ModelConfig, build_pair
-from ppl_vae.models.vae import VAE
-from ppl_vae.nn.likelihoods import LIKELIHOODS, make_likelihood
-from ppl_vae.nn.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, make_networks
-from ppl_vae.training.checkpoints import load_pair, save_checkpoint
-from ppl_vae.training.config import CheckpointOptions, TrainConfig
-from ppl_vae.training.trainer import Trainer, fit
+# The public names and the modules that hold them, imported on first use (PEP 562), so that
+# ``import ppl_vae.cli`` and the ``ppl-vae`` launcher start before torch and Pyro are loaded.
+EXPORTS = {
+    "Dataset": "data", "load_dataset": "data",
+    "GUIDES": "guides", "AmortizedGuide": "guides", "DiagonalNormalGuide": "guides", "make_guide": "guides",
+    "CompiledIWAE_ELBO": "infer.compiled", "CompiledTrace_ELBO": "infer.compiled",
+    "CompiledTraceMeanField_ELBO": "infer.compiled", "IWAE_ELBO": "infer.iwae",
+    "LatentScaleMessenger": "infer.latent_scale", "make_elbo": "infer.elbos", "SVIStep": "infer.svi_step",
+    "ModelConfig": "models.config", "build_pair": "models.config", "VAE": "models.vae",
+    "LIKELIHOODS": "nn.likelihoods", "make_likelihood": "nn.likelihoods",
+    "ConvDecoder": "nn.networks", "ConvEncoder": "nn.networks", "MLPDecoder": "nn.networks",
+    "MLPEncoder": "nn.networks", "make_networks": "nn.networks",
+    "evaluate_elbo": "training.evaluation", "load_pair": "training.checkpoints",
+    "save_checkpoint": "training.checkpoints", "CheckpointOptions": "training.config",
+    "TrainConfig": "training.config", "Trainer": "training.trainer", "fit": "training.trainer",
+}
+
+
+def __getattr__(name: str):
+    if name not in EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *EXPORTS])
+
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AmortizedGuide", "CompiledIWAE_ELBO", "CompiledTraceMeanField_ELBO", "CompiledTrace_ELBO", "ConvDecoder", "ConvEncoder", "Dataset",
-    "DiagonalNormalGuide", "GUIDES", "IWAE_ELBO", "LIKELIHOODS", "LatentScaleMessenger", "MLPDecoder", "MLPEncoder", "ModelConfig", "SVIStep",
-    "TrainConfig", "Trainer", "VAE", "build_pair", "evaluate_elbo", "fit", "load_dataset", "load_pair",
-    "make_elbo", "make_guide", "make_likelihood", "make_networks", "save_checkpoint",
-]
+__all__ = sorted(EXPORTS)
 
 # The flat layout's module paths, each now a module of a layer: ``import ppl_vae.jit`` still
 # works, with a DeprecationWarning naming the new path.

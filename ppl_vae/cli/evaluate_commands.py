@@ -1,13 +1,15 @@
 """``ppl-vae evaluate`` and ``ppl-vae check``: read a finished run directory, append a table to it."""
 
 import argparse
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
 
-from ppl_vae.cli.arguments import positive_int
+from ppl_vae.cli.arguments import UsageError, positive_int
 from ppl_vae.training.device import resolve_device
 from ppl_vae.training.distributed import init_distributed
+from ppl_vae.cli.run_lock import RunLock, hold
 from ppl_vae.cli.run_directory import append_table, load_run
 
 
@@ -57,45 +59,65 @@ def evaluation_data(args: argparse.Namespace):
     return model, guide, data, model_arguments(model)(x, labels)
 
 
+def check_pass_fits(pairs: int, x: torch.Tensor, device: torch.device) -> None:
+    """Refuse an evaluation pass (``--batch-size`` x ``--chunk-size`` pairs) that cannot fit in memory."""
+    from ppl_vae.training.footprint import FLOAT_BYTES, available_bytes
+
+    need = 8 * FLOAT_BYTES * pairs * x[0].numel()  # the decoder's output and the likelihood's temporaries
+    if need > available_bytes(device):
+        raise UsageError(f"--batch-size x --chunk-size = {pairs:,} pairs a pass need about {need / 2**30:,.1f} GiB, "
+                         f"more than the {available_bytes(device) / 2**30:,.1f} GiB of {device}; choose smaller ones")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import pandas as pd
     from tqdm.auto import tqdm
 
     from ppl_vae.training.evaluation import evaluation_table
 
     distributed = init_distributed(resolve_device(args.device))  # under torchrun: datapoints sharded over ranks
-    try:
-        args.device = str(distributed.device)  # under torchrun: this rank's
-        model, guide, data, (x, *condition) = evaluation_data(args)
-        main = distributed.is_main
-        size = distributed.shard_bounds(len(x))[1]
-        with tqdm(total=size, desc="evaluate", unit="image", disable=args.no_progress or not main) as bar:
-            row = evaluation_table(model, guide, x, *condition, num_samples=args.num_samples,
-                                   batch_size=args.batch_size, chunk_size=args.chunk_size, seed=args.seed,
-                                   progress=bar, distributed=distributed)
-    finally:
-        distributed.shutdown()
-    if not main:
-        return 0
-    if distributed.is_distributed:
-        row["processes"] = distributed.world_size
+    with ExitStack() as held:
+        try:
+            distributed.on_main(lambda: hold(held, args.run_dir, "evaluate"))
+            args.device = str(distributed.device)  # under torchrun: this rank's
+            model, guide, data, (x, *condition) = evaluation_data(args)
+            check_pass_fits(args.batch_size * min(args.chunk_size, args.num_samples), x, distributed.device)
+            main = distributed.is_main
+            size = distributed.shard_bounds(len(x))[1]
+            with tqdm(total=size, desc="evaluate", unit="image", disable=args.no_progress or not main) as bar:
+                row = evaluation_table(model, guide, x, *condition, num_samples=args.num_samples,
+                                       batch_size=args.batch_size, chunk_size=args.chunk_size, seed=args.seed,
+                                       progress=bar, distributed=distributed)
+        finally:
+            distributed.shutdown()
+        if main:
+            write_evaluation(args, model, data, x, condition, row, distributed.world_size)
+    return 0
+
+
+def write_evaluation(args: argparse.Namespace, model, data, x, condition, row: dict, processes: int) -> None:
+    """Append the evaluation's row to the run's ``evaluation.csv`` and print it."""
+    import pandas as pd
+
+    if processes > 1:
+        row["processes"] = processes
     row.update(model.extra_metrics(x, *condition))  # the model's own figures (ppl_vae.models.base.Model)
     row = {"dataset": data.name, "split": args.split, "device": str(x.device), **row}
     append_table(args.run_dir, "evaluation", pd.DataFrame([row]))
     print(f"{data.name} {args.split}: NLL {row['nll']:.2f} +- {row['nll_std_error']:.2f} nats "
           f"({row['bits_per_dim']:.4f} bits/dim), ELBO {row['elbo']:.2f}, K={args.num_samples}, "
           f"active units {row['active_units']}/{row['z_dim']}, {row['seconds']:.0f} s")
-    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from ppl_vae.infer.agreement import elbo_agreement
 
-    model, guide, data, (x, *condition) = evaluation_data(args)
-    table = elbo_agreement(model, guide, x, *condition, num_particles=args.num_particles, repeats=args.repeats,
-                           num_samples=args.num_samples)
-    table.insert(0, "dataset", data.name)
-    append_table(args.run_dir, "check", table)
+    with RunLock(args.run_dir, "check"):
+        model, guide, data, (x, *condition) = evaluation_data(args)
+        table = elbo_agreement(model, guide, x, *condition, num_particles=args.num_particles, repeats=args.repeats,
+                               seed=args.seed,
+                               num_samples=args.num_samples)
+        table.insert(0, "dataset", data.name)
+        append_table(args.run_dir, "check", table)
     for row in table.itertuples():
         print(f"{row.estimator}: {row.estimate:.3f} +- {row.std_error:.3f}, {row.reference_kind} reference "
               f"{row.reference:.3f} +- {row.reference_std_error:.3f}: {row.z:+.2f} standard errors "

@@ -1,6 +1,7 @@
 """Pictures of a run: training curves (matplotlib's object-oriented ``Figure``, no pyplot state, so
 they work inline in a notebook too), and the model's own image grids (torchvision)."""
 
+import io
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ from torchvision.utils import save_image
 
 from ppl_vae.infer.closed_form import guide_gaussian
 from ppl_vae.nn.registration import registration_skipped
+from ppl_vae.training.checkpoints import atomic_write
 
 
 def plot_curves(metrics: pd.DataFrame, path: str | Path, columns: tuple[str, ...] = ("train_elbo", "test_elbo")) -> None:
@@ -25,7 +27,9 @@ def plot_curves(metrics: pd.DataFrame, path: str | Path, columns: tuple[str, ...
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 @torch.no_grad()
@@ -34,7 +38,9 @@ def save_figures(model: nn.Module, guide: nn.Module, data, out: Path) -> None:
     for a test batch of 32 into ``out``."""
     images, labels = next(data.batches("test", 32, labels=True))
     for name, grid in model.figures(guide, images, labels).items():
-        save_image(grid, out / name)
+        buffer = io.BytesIO()
+        save_image(grid, buffer, format="png")
+        atomic_write(out / name, lambda f: f.write(buffer.getbuffer()))
 
 
 @torch.no_grad()

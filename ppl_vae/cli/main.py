@@ -15,6 +15,8 @@ in the process for reuse (:func:`ppl_vae.training.memory.retain_freed_memory`).
 
 import argparse
 import sys
+import traceback
+import warnings
 
 from ppl_vae.training.checkpoints import CheckpointError
 from ppl_vae.cli.arguments import Parser, UsageError
@@ -25,6 +27,7 @@ from ppl_vae.data.datasets import DataError
 from ppl_vae.training.distributed import DistributedError
 from ppl_vae.training.memory import retain_freed_memory
 from ppl_vae.cli.run_directory import RunDirError
+from ppl_vae.cli.run_lock import RunDirBusy
 from ppl_vae.infer.svi_step import NonFiniteLossError
 
 
@@ -40,6 +43,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    warnings.filterwarnings("once", message="Encountered (NaN|Inf)")  # Pyro's per-step warnings, shown once
     retain_freed_memory()  # no page faults from re-allocating large tensors (ppl_vae.training.memory)
     try:
         if getattr(args, "config", None) is not None:  # the file's settings become defaults; flags override them
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except DistributedError as error:  # another rank died or stalled: not a usage error
         print(f"ppl-vae {args.command}: error: {error}", file=sys.stderr)
         return 1
-    except (UsageError, DataError, CheckpointError, RunDirError, NonFiniteLossError, ValueError) as error:
+    except (UsageError, DataError, CheckpointError, RunDirError, RunDirBusy, NonFiniteLossError, ValueError) as error:
         print(f"ppl-vae {args.command}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a full disk, a read-only directory: files already written are intact
@@ -59,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ppl-vae {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # not a user error: keep the traceback for the report
+        traceback.print_exc()
+        print(f"ppl-vae {args.command}: internal error (the traceback above); please report it with the command "
+              "that led to it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

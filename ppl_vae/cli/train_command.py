@@ -9,6 +9,7 @@ apply and are written nowhere else, and the configs validate the values.
 
 import argparse
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import pyro
@@ -16,8 +17,9 @@ import torch
 
 from ppl_vae.cli.arguments import UsageError, non_negative_int
 from ppl_vae.cli.config_file import FLAGS, flag_of, flag_of_field
-from ppl_vae.cli.run_directory import new_run_dir, read_config
-from ppl_vae.cli.training_run import resumable, run_training, write_run_config
+from ppl_vae.cli.run_directory import new_run_dir, read_config, run_configs
+from ppl_vae.cli.run_lock import RunLock, hold
+from ppl_vae.cli.training_run import run_training, write_run_config
 from ppl_vae.data import DATASETS, load_dataset
 from ppl_vae.guides import GUIDES
 from ppl_vae.guides.flow import PERMUTATIONS
@@ -28,11 +30,11 @@ from ppl_vae.models.registry import MODELS
 from ppl_vae.nn.likelihoods import LIKELIHOODS
 from ppl_vae.nn.networks import ACTIVATIONS, NETWORKS
 from ppl_vae.training.checkpoints import CheckpointError, warm_start
-from ppl_vae.training.config import ON_NAN, CheckpointOptions, TrainConfig
+from ppl_vae.training.config import ON_NAN, CheckpointOptions, TrainConfig, check_trainable
 from ppl_vae.training.device import resolve_device
 from ppl_vae.training.distributed import init_distributed
+from ppl_vae.training.footprint import check_fits
 from ppl_vae.training.schedules import LR_SCHEDULES
-from ppl_vae.training.trainer import check_trainable
 
 T, C, M = TrainConfig, CheckpointOptions, ModelConfig  # their defaults, shown in the help
 
@@ -157,14 +159,13 @@ def model_config(args: argparse.Namespace, data) -> ModelConfig:
     """The model config from the flags and the dataset; a model's own options need that model."""
     settings = given(args, "model")
     entry = MODELS[settings.get("conditional", M.conditional)]
-    for name in ("learned_prior", "visible_quadrants", "quadrant_layout"):
+    for name in sorted({option for other in MODELS.values() for option in other.options}):
         if settings.get(name, getattr(M, name)) not in (None, getattr(M, name)) and name not in entry.options:
             owner = next(model for model, other in MODELS.items() if name in other.options)
             raise UsageError(f"{flag_of('model', name)} needs --conditional {owner}")
     entry.check_data(data)
     settings = {**(entry.defaults or {}), **{k: v for k, v in settings.items() if v is not None}}
-    if "num_classes" in entry.options:
-        settings["num_classes"] = data.num_classes
+    settings.update(entry.from_data(data))
     if settings.get("likelihood", "auto") == "auto":
         settings["likelihood"] = "bernoulli" if data.is_binary else entry.grayscale_likelihood
     guide = settings.get("guide", M.guide)
@@ -223,28 +224,38 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
     except CheckpointError as error:
         raise UsageError(f"--init-from: {error}") from None
     check_data(model.likelihood, data)
+    check_fits(model, guide, config, train_config, device)
     run_config = {"dataset": args.dataset, "data_dir": str(args.data_dir), "validation_size": args.validation_size,
                   "device": str(device), "model": config.to_dict(), "train": train_config.to_dict(),
                   "checkpoints": options.to_dict(), "distributed": distributed_settings(distributed, train_config)}
     if init_from is not None:
         run_config["init_from"] = init_from
 
-    def create_run_dir() -> Path:
-        out = new_run_dir(args.out, args.dataset, config.guide)
-        write_run_config(out, run_config)
-        return out
+    with ExitStack() as held:
+        def create_run_dir() -> Path:  # rank 0 creates and locks it; an error there reaches every rank
+            out = new_run_dir(args.out, args.dataset, config.guide)
+            held.enter_context(RunLock(out, "train"))
+            write_run_config(out, run_config)
+            return out
 
-    out = distributed.on_main(create_run_dir)
-    return run_training(out, model, guide, config, data, train_config, options, not args.no_progress,
-                        distributed=distributed)
+        out = distributed.on_main(create_run_dir)
+        return run_training(out, model, guide, config, data, train_config, options, not args.no_progress,
+                            distributed=distributed)
 
 
 def cmd_resume(args: argparse.Namespace, distributed) -> int:
     """``ppl-vae train --resume RUN_DIR``: go on from the run's newest good checkpoint."""
     if hasattr(args, "init_from"):
         raise UsageError("--init-from starts a new run; --resume goes on from the run's own checkpoint (drop one)")
+    with ExitStack() as held:
+        distributed.on_main(lambda: hold(held, args.resume, "train --resume"))
+        return resume_locked(args, distributed)
+
+
+def resume_locked(args: argparse.Namespace, distributed) -> int:
+    """``--resume`` while holding the run directory's lock."""
     run_config = read_config(args.resume)
-    config, train_config, options = resumable(args.resume, run_config)
+    config, train_config, options = run_configs(args.resume, run_config)
     if (args.resume / "checkpoint.pt").exists():
         print(f"{args.resume} is a finished run; nothing to resume", file=sys.stderr)
         return 0

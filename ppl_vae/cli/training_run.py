@@ -6,6 +6,7 @@ Ctrl-C write a checkpoint and stop cleanly.
 """
 
 import json
+import math
 import signal
 import sys
 from pathlib import Path
@@ -18,9 +19,9 @@ from ppl_vae.models.config import ModelConfig
 from ppl_vae.training.checkpoints import atomic_write, latest_checkpoint, save_checkpoint
 from ppl_vae.data.datasets import Dataset
 from ppl_vae.cli.figures import plot_curves, save_figures
-from ppl_vae.cli.run_directory import RunDirError
 from ppl_vae.training.config import CheckpointOptions, TrainConfig
 from ppl_vae.training.distributed import process_group
+from ppl_vae.infer.svi_step import NonFiniteLossError
 from ppl_vae.training.trainer import StopRequested, Trainer, fit
 
 
@@ -43,7 +44,8 @@ class StopSignals:
 def epoch_logger(out: Path, name: str, label: str, rows: list):
     def on_epoch(row: dict) -> None:
         rows.append(row)
-        pd.DataFrame(rows).to_csv(out / name, index=False)
+        text = pd.DataFrame(rows).to_csv(index=False)
+        atomic_write(out / name, lambda f: f.write(text.encode()))
         print(f"{label}epoch {row['epoch']}: train ELBO {row['train_elbo']:.2f}, test ELBO "
               f"{row['test_elbo']:.2f} nats/image, {row['seconds']:.1f} s", file=sys.stderr)
 
@@ -60,40 +62,55 @@ def run_training(out: Path, model: nn.Module, guide: nn.Module, config: ModelCon
     fault-injection seam of ``tests/fault_injection.py``).
     """
     main = process_group(distributed).is_main
-    trainer = Trainer(model, guide, data, train_config, out / "checkpoints", options, distributed=distributed)
-    if resume:
-        state, path, problems = latest_checkpoint(out / "checkpoints", map_location=next(model.parameters()).device)
-        for problem in problems:
-            print(f"ppl-vae train: passed over broken checkpoint {problem}", file=sys.stderr)
-        trainer.load_state_dict(state)
-        if main:
-            print(f"resuming from {path} (epoch {trainer.epoch}, step {trainer.global_step})", file=sys.stderr)
-    else:  # a new run: the model's stages first (every rank trains the same, from the same draws)
-        for stage in model.pretraining_stages():
-            fit(stage.model, stage.guide, data, train_config, progress=progress and main,
-                on_epoch=epoch_logger(out, f"{stage.name}_metrics.csv", f"{stage.name} ", []) if main else None)
-    on_epoch = epoch_logger(out, "metrics.csv", "", list(trainer.rows)) if main else None
-    with StopSignals() as signals:
+    with StopSignals() as signals:  # from here to the last write, a stop request ends in a resumable state
+
+        def stopped(what: str) -> int:
+            signum = signals.received or signal.SIGTERM  # (another rank was asked to stop)
+            if main:
+                print(f"ppl-vae train: {signal.Signals(signum).name}: {what}; resume with: ppl-vae train --resume {out}",
+                      file=sys.stderr)
+            return 128 + signum
+
+        trainer = Trainer(model, guide, data, train_config, out / "checkpoints", options, distributed=distributed)
+        if resume:
+            state, path, problems = latest_checkpoint(out / "checkpoints",
+                                                      map_location=next(model.parameters()).device,
+                                                      load=trainer.load_state_dict)
+            for problem in problems:
+                print(f"ppl-vae train: passed over broken checkpoint {problem}", file=sys.stderr)
+            if main:
+                print(f"resuming from {path} (epoch {trainer.epoch}, step {trainer.global_step})", file=sys.stderr)
+        else:  # a new run: the model's stages first (every rank trains the same, from the same draws)
+            for stage in model.pretraining_stages():
+                fit(stage.model, stage.guide, data, train_config, progress=progress and main,
+                    on_epoch=epoch_logger(out, f"{stage.name}_metrics.csv", f"{stage.name} ", []) if main else None)
+        if signals.received is not None:
+            return stopped("stopped before the first step (nothing to keep)")
+        on_epoch = epoch_logger(out, "metrics.csv", "", list(trainer.rows)) if main else None
         try:
             metrics = trainer.run(on_epoch, progress, stop_requested=lambda: signals.received is not None,
                                   after_step=after_step)
         except StopRequested as stop:
-            signum = signals.received or signal.SIGTERM  # (another rank was asked to stop)
-            if main:
-                print(f"ppl-vae train: {signal.Signals(signum).name}: {stop}; checkpoint written; "
-                      f"resume with: ppl-vae train --resume {out}", file=sys.stderr)
-            return 128 + signum
-    final = trainer.restore_best() or trainer.rows[-1]  # early stopping keeps the best validation epoch
-    if not main:
-        return 0
-    if trainer.config.patience:
-        bound = "IWAE bound" if trainer.selection == "valid_iwae" else "ELBO"
-        print(f"kept epoch {final['epoch']} (best validation {bound} {final[trainer.selection]:.2f}; "
-              f"{'stopped early' if trainer.stopped_early else 'no early stop'})", file=sys.stderr)
-    plot_curves(metrics, out / "loss_curve.png", ("train_elbo", "valid_elbo", "test_elbo"))
-    save_figures(model, guide, data, out)
-    save_checkpoint(out / "checkpoint.pt", model, guide, config, epoch=int(final["epoch"]),
-                    test_elbo=float(final["test_elbo"]))
+            return stopped(f"{stop}; checkpoint written")
+        final = trainer.restore_best() or trainer.rows[-1]  # early stopping keeps the best validation epoch
+        if not math.isfinite(final["test_elbo"]):
+            raise NonFiniteLossError(f"the final weights give a test ELBO of {final['test_elbo']} "
+                                     f"({trainer.nonfinite_evaluations} epochs evaluated to non-finite values); "
+                                     "checkpoint.pt is not written; the training checkpoints of the epochs that "
+                                     "evaluated finite are kept")
+        if not main:
+            return 0
+        if trainer.config.patience:
+            bound = "IWAE bound" if trainer.selection == "valid_iwae" else "ELBO"
+            print(f"kept epoch {final['epoch']} (best validation {bound} {final[trainer.selection]:.2f}; "
+                  f"{'stopped early' if trainer.stopped_early else 'no early stop'})", file=sys.stderr)
+        for write in (lambda: plot_curves(metrics, out / "loss_curve.png", ("train_elbo", "valid_elbo", "test_elbo")),
+                      lambda: save_figures(model, guide, data, out),
+                      lambda: save_checkpoint(out / "checkpoint.pt", model, guide, config, epoch=int(final["epoch"]),
+                                              test_elbo=float(final["test_elbo"]))):
+            if signals.received is not None:
+                return stopped("stopped after the last epoch, before the final files; its checkpoint is written")
+            write()
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
@@ -104,18 +121,4 @@ def write_run_config(out: Path, run_config: dict) -> None:
     atomic_write(out / "config.json", lambda f: f.write(text.encode()))
 
 
-def resumable(run_dir: Path, run_config: dict) -> tuple[ModelConfig, TrainConfig, CheckpointOptions]:
-    """The configs a run directory's ``config.json`` records, validated as if built from flags.
-
-    :raises RunDirError: naming the file and the problem.
-    """
-    try:
-        return (ModelConfig.from_dict(run_config["model"]), TrainConfig(**run_config["train"]),
-                CheckpointOptions(**run_config.get("checkpoints", {})))
-    except KeyError as error:
-        raise RunDirError(f"{Path(run_dir) / 'config.json'}: the key {error} is missing") from None
-    except (TypeError, ValueError) as error:
-        raise RunDirError(f"{Path(run_dir) / 'config.json'}: {error}") from None
-
-
-__all__ = ["CheckpointOptions", "resumable", "run_training", "write_run_config"]
+__all__ = ["CheckpointOptions", "run_training", "write_run_config"]

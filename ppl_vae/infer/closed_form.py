@@ -22,6 +22,7 @@ Pyro's ``kl_divergence`` registry, so that agreement with Pyro is a real check.
 """
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -115,7 +116,8 @@ def guide_gaussian(guide: nn.Module, x: torch.Tensor, *condition) -> tuple[torch
 
 
 def closed_form_elbo(
-    model: nn.Module, guide: nn.Module, x: torch.Tensor, *condition: torch.Tensor, num_samples: int = 1000
+    model: nn.Module, guide: nn.Module, x: torch.Tensor, *condition: torch.Tensor, num_samples: int = 1000,
+    noise: Callable[[int, torch.Tensor], torch.Tensor] | None = None, chunk_size: int | None = None,
 ) -> ELBOEstimate:
     """The ELBO per datapoint with the KL in closed form.
 
@@ -131,6 +133,8 @@ def closed_form_elbo(
     :param x: ``(batch, *event_shape)``.
     :param condition: the condition of conditional models, passed to model and guide.
     :param num_samples: draws of z for the Monte Carlo expected log-likelihood.
+    :param noise: ``noise(n, loc)``: ``n`` standard-normal draws ``(n, *loc.shape)`` (default ``torch.randn``).
+    :param chunk_size: draws per pass (default all): memory grows with ``chunk_size * batch``.
     :returns: :class:`ELBOEstimate` of tensors ``(batch,)``.
     """
     import pyro.distributions as dist
@@ -154,9 +158,14 @@ def closed_form_elbo(
         ell = expected_log_linear_gaussian(x.reshape(len(x), -1), weight, bias, sigma, loc, scale_tril)
         std_error = torch.zeros_like(ell)
     else:
-        eps = torch.randn((num_samples,) + loc.shape, dtype=loc.dtype, device=loc.device)
-        z = loc + (scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
-        log_lik = model.log_likelihood(z, x, *condition)  # (num_samples, batch)
-        ell = log_lik.mean(0)
-        std_error = log_lik.std(0) / math.sqrt(num_samples)
+        noise = noise or (lambda n, like: torch.randn((n,) + like.shape, dtype=like.dtype, device=like.device))
+        total, total_sq = 0.0, 0.0
+        for start in range(0, num_samples, chunk_size or num_samples):
+            eps = noise(min(chunk_size or num_samples, num_samples - start), loc)
+            z = loc + (scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
+            log_lik = model.log_likelihood(z, x, *condition).double()  # (draws, batch)
+            total, total_sq = total + log_lik.sum(0), total_sq + log_lik.square().sum(0)
+        mean = total / num_samples
+        variance = (total_sq / num_samples - mean.square()).clamp_min(0) * num_samples / max(num_samples - 1, 1)
+        ell, std_error = mean.to(loc.dtype), (variance / num_samples).sqrt().to(loc.dtype)
     return ELBOEstimate(ell - kl, std_error, kl, ell)

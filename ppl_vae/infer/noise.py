@@ -79,19 +79,26 @@ class PerDatapointNoise(ReparameterizedNoise):
         return len(fn.batch_shape) == 2 and fn.batch_shape[1] == len(self.generators)
 
     def noise(self, shape: torch.Size, data_dim: int, like: torch.Tensor) -> torch.Tensor:
-        # shape = (particles, batch, *rest): one stream per datapoint. Standard normals by the
-        # inverse CDF of uniforms, sqrt(2) erfinv(2u - 1), because torch.rand's stream, unlike
-        # torch.randn's, does not depend on how it is split into calls: chunking leaves the
-        # draws unchanged. The uniforms have the precision of the data (float32: multiples of
-        # 2^-24, one 32-bit draw each, half the generator time of float64) and are moved to
-        # the midpoints of their grid, (2k + 1) 2^-(p+1) - 1 for 2u - 1, exact in floating point
-        # and strictly inside (-1, 1): the draws are symmetric, finite, and as fine as torch's
-        # own float32 sampler (the largest is 5.4 in float32, 8.3 in float64).
-        dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-        half_step = torch.finfo(dtype).eps / 2  # 2^-24 or 2^-53: half the grid of torch.rand
-        per_datapoint = [torch.rand((shape[0],) + shape[2:], generator=g, dtype=dtype) for g in self.generators]
-        centered = torch.stack(per_datapoint, dim=1).mul_(2.0).sub_(1.0 - half_step)
-        return centered.erfinv_().mul_(math.sqrt(2.0)).to(dtype=like.dtype, device=like.device)
+        return per_datapoint_normal(self.generators, shape, like)
+
+
+def per_datapoint_normal(generators: list[torch.Generator], shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    """Standard normals of ``shape = (particles, len(generators), *rest)``, datapoint ``i``'s from
+    ``generators[i]``, in ``like``'s dtype and on its device; the same values however the
+    particles are split into calls."""
+    # shape = (particles, batch, *rest): one stream per datapoint. Standard normals by the
+    # inverse CDF of uniforms, sqrt(2) erfinv(2u - 1), because torch.rand's stream, unlike
+    # torch.randn's, does not depend on how it is split into calls: chunking leaves the
+    # draws unchanged. The uniforms have the precision of the data (float32: multiples of
+    # 2^-24, one 32-bit draw each, half the generator time of float64) and are moved to
+    # the midpoints of their grid, (2k + 1) 2^-(p+1) - 1 for 2u - 1, exact in floating point
+    # and strictly inside (-1, 1): the draws are symmetric, finite, and as fine as torch's
+    # own float32 sampler (the largest is 5.4 in float32, 8.3 in float64).
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    half_step = torch.finfo(dtype).eps / 2  # 2^-24 or 2^-53: half the grid of torch.rand
+    per_datapoint = [torch.rand((shape[0],) + tuple(shape[2:]), generator=g, dtype=dtype) for g in generators]
+    centered = torch.stack(per_datapoint, dim=1).mul_(2.0).sub_(1.0 - half_step)
+    return centered.erfinv_().mul_(math.sqrt(2.0)).to(dtype=like.dtype, device=like.device)
 
 
 class ShardedNoise(ReparameterizedNoise):

@@ -18,6 +18,11 @@ def any_data(data) -> None:
     """A model that fits every dataset."""
 
 
+def nothing_from_data(data) -> dict:
+    """A model whose options do not depend on the dataset."""
+    return {}
+
+
 class ModelEntry(NamedTuple):
     """How to build one model, and what it asks of its options and data.
 
@@ -27,6 +32,7 @@ class ModelEntry(NamedTuple):
     :param defaults: values of those fields when the model is chosen and they are not given.
     :param check_data: raises ValueError, naming the dataset, if the model cannot fit it.
     :param grayscale_likelihood: the likelihood ``--likelihood auto`` picks for grayscale data.
+    :param from_data: the options the dataset fixes, e.g. the number of classes.
     """
 
     build: Callable[..., tuple[nn.Module, nn.Module]]
@@ -34,11 +40,13 @@ class ModelEntry(NamedTuple):
     defaults: dict | None = None
     check_data: Callable[..., None] = any_data
     grayscale_likelihood: str = "continuous-bernoulli"
+    from_data: Callable[..., dict] = nothing_from_data
 
 
 MODELS: dict[str, ModelEntry] = {
     "none": ModelEntry(build_vae_pair),
-    "label": ModelEntry(build_label_pair, ("num_classes", "learned_prior"), check_data=check_label_data),
+    "label": ModelEntry(build_label_pair, ("num_classes", "learned_prior"), check_data=check_label_data,
+                        from_data=lambda data: {"num_classes": data.num_classes}),
     "quadrants": ModelEntry(build_quadrant_pair, ("visible_quadrants", "quadrant_layout"), {"visible_quadrants": 2},
                             check_quadrant_data, "bce-grayscale"),
 }

@@ -6,9 +6,11 @@ weights_only=True)``, which refuses pickled code, so opening a checkpoint never 
 anything it carries.
 """
 
+import io
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +26,18 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, truncated, corrupted, unsafe or from another format."""
 
 
+TMP_SUFFIX = ".ppl-vae.tmp"  # the temporary files of atomic writes: ".<name>.<random>.ppl-vae.tmp"
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then ``os.replace``.
 
-    A crash or a full disk leaves any previous file at ``path`` intact.
+    A crash or a full disk leaves any previous file at ``path`` intact, and a failed write
+    removes its temporary file (a killed process leaves one, which
+    :func:`remove_stale_temporaries` clears).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -57,7 +64,30 @@ def save_checkpoint(path: str | Path, model: nn.Module, guide: nn.Module, config
         "guide": guide.state_dict(),
         "extra": json.dumps(extra),
     }
-    atomic_write(path, lambda f: torch.save(payload, f))
+    atomic_save(path, payload)
+
+
+def atomic_save(path: str | Path, payload: Any) -> None:
+    """``torch.save(payload)`` to ``path`` atomically.
+
+    The payload is serialized in memory first and then written as bytes, so that a full
+    disk is the ``OSError`` it is (``torch.save`` on a file turns it into a ``RuntimeError``).
+    """
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files that killed atomic writes left in ``directory``.
+
+    Call it only while holding the directory's lock (:class:`ppl_vae.cli.run_lock.RunLock`), so that
+    no other process is writing there. :returns: the files removed.
+    """
+    stale = sorted(Path(directory).glob(f".*{TMP_SUFFIX}")) if Path(directory).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -75,8 +105,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"cannot load checkpoint {path}: {reason[:200]}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a ppl_vae checkpoint of format {FORMAT}")
-    payload["config"] = ModelConfig.from_dict(json.loads(payload["config"]))
-    payload["extra"] = json.loads(payload["extra"])
+    try:
+        payload["config"] = ModelConfig.from_dict(json.loads(payload["config"]))
+        payload["extra"] = json.loads(payload.get("extra", "{}"))
+        if not all(isinstance(payload.get(key), dict) for key in ("model", "guide")):
+            raise TypeError("its model and guide states are missing")
+    except KeyError as error:
+        raise CheckpointError(f"{path} is not a ppl_vae checkpoint: the key {error} is missing") from None
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a ppl_vae checkpoint: {error}") from None
     return payload
 
 
@@ -99,7 +136,7 @@ def load_weights(path: Path, payload: dict[str, Any], model: nn.Module, guide: n
     try:
         model.load_state_dict(payload["model"])
         guide.load_state_dict(payload["guide"])
-    except RuntimeError as error:
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as error:
         raise CheckpointError(f"{path} does not match its config: {str(error).splitlines()[0]}") from None
 
 
@@ -128,21 +165,27 @@ def warm_start(path: str | Path, model: nn.Module, guide: nn.Module, config: Mod
 TRAIN_FORMAT = "ppl_vae/train-1"  # the format tag of training checkpoints (ppl_vae.training.trainer)
 
 
-def latest_checkpoint(checkpoint_dir: Path, map_location="cpu") -> tuple[dict, Path, list[str]]:
+def latest_checkpoint(checkpoint_dir: Path, map_location="cpu",
+                      load: Callable[[dict], None] = lambda state: None) -> tuple[dict, Path, list[str]]:
     """The newest training checkpoint that loads, newest first; broken ones are passed over.
 
+    :param load: puts a state into the trainer; a state it cannot take (a foreign shape, a
+        missing key) is passed over like a truncated file, and the next one is tried.
     :returns: ``(state, path, problems)`` where ``problems`` names the files passed over.
     :raises CheckpointError: if no checkpoint loads.
     """
     problems = []
     for path in sorted(Path(checkpoint_dir).glob("train-*.pt"), reverse=True):
         try:
+            if path.is_symlink():
+                raise CheckpointError("a symbolic link")
             state = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as error:
-            problems.append(f"{path.name}: {str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__}")
-            continue
-        if isinstance(state, dict) and state.get("format") == TRAIN_FORMAT:
+            if not (isinstance(state, dict) and state.get("format") == TRAIN_FORMAT):
+                raise CheckpointError("not a ppl_vae training checkpoint")
+            load(state)
             return state, path, problems
-        problems.append(f"{path.name}: not a ppl_vae training checkpoint")
+        except Exception as error:  # noqa: BLE001 - any unreadable or unfitting file is passed over
+            reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+            problems.append(f"{path.name}: {reason}")
     detail = f" ({'; '.join(problems)})" if problems else ""
     raise CheckpointError(f"no loadable training checkpoint in {checkpoint_dir}{detail}")

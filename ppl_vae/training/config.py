@@ -107,3 +107,19 @@ class CheckpointOptions:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_trainable(config: TrainConfig, data, distributed=None) -> None:
+    """What a (valid) training config asks of the data: a validation split for early stopping
+    and plateau decay, and enough datapoints in every batch for every rank.
+
+    :raises ConfigError: naming the setting.
+    """
+    for name, used in (("patience", config.patience > 0), ("lr_decay", config.lr_decay < 1)):
+        if used and data.valid is None:
+            raise ConfigError(name, f"needs a validation split; dataset {data.name!r} has none "
+                              "(hold one out with {validation_size}, e.g. 10000 for the MNIST family)")
+    last = len(data.train) % config.batch_size or config.batch_size
+    if min(last, config.batch_size) < (1 if distributed is None else distributed.world_size):
+        raise ConfigError("batch_size", f"gives a batch of {last} datapoints, which {distributed.world_size} "
+                          "processes cannot share; choose another")

@@ -4,6 +4,7 @@ training loop reports every epoch) and the importance-sampled table of ``ppl-vae
 import math
 import time
 
+import pyro
 import torch
 from pyro.infer import ELBO, Trace_ELBO
 from torch import nn
@@ -32,7 +33,8 @@ def evaluate_elbo(
     arguments = model_arguments(model)
     total, count = 0.0, 0
     devices = [data.train.device] if data.train.device.type == "cuda" else []
-    with registration_skipped(), torch.random.fork_rng(devices=devices):
+    # no argument validation: non-finite parameters give a non-finite ELBO, for the NaN policy to judge
+    with registration_skipped(), torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
         for x, labels in data.batches(split, batch_size, labels=True):
             size = len(x)
             x, labels, noise = group.shard_batch(x, labels)

@@ -22,15 +22,14 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm.auto import tqdm
 
-from ppl_vae.training.checkpoints import TRAIN_FORMAT, atomic_write
+from ppl_vae.training.checkpoints import TRAIN_FORMAT, atomic_save
 from ppl_vae.data.datasets import Dataset
 from ppl_vae.infer.diagnose import nonfinite_site
 from ppl_vae.training.distributed import process_group
 from ppl_vae.models.base import model_arguments
-from ppl_vae.models.config import ConfigError
 from ppl_vae.training.evaluation import evaluate_elbo
 from ppl_vae.infer.latent_scale import warmup_scale
-from ppl_vae.training.config import CheckpointOptions, TrainConfig
+from ppl_vae.training.config import CheckpointOptions, TrainConfig, check_trainable
 from ppl_vae.training.schedules import scheduled_lr
 from ppl_vae.training.rng_state import rng_state, set_rng_state
 from ppl_vae.infer.elbos import make_elbo
@@ -38,22 +37,6 @@ from ppl_vae.infer.svi_step import NonFiniteLossError, SVIStep
 
 class StopRequested(Exception):
     """Training stopped at a stop request (SIGTERM, Ctrl-C) after writing a checkpoint."""
-
-
-def check_trainable(config: TrainConfig, data: Dataset, distributed=None) -> None:
-    """What a (valid) training config asks of the data: a validation split for early stopping
-    and plateau decay, and enough datapoints in every batch for every rank.
-
-    :raises ConfigError: naming the setting.
-    """
-    for name, used in (("patience", config.patience > 0), ("lr_decay", config.lr_decay < 1)):
-        if used and data.valid is None:
-            raise ConfigError(name, f"needs a validation split; dataset {data.name!r} has none "
-                              "(hold one out with {validation_size}, e.g. 10000 for the MNIST family)")
-    last = len(data.train) % config.batch_size or config.batch_size
-    if min(last, config.batch_size) < process_group(distributed).world_size:
-        raise ConfigError("batch_size", f"gives a batch of {last} datapoints, which {distributed.world_size} "
-                          "processes cannot share; choose another")
 
 
 class Trainer:
@@ -91,6 +74,7 @@ class Trainer:
         # the loop's position and running sums: all of it goes into checkpoints
         self.epoch, self.step_in_epoch, self.global_step = 1, 0, 0
         self.total, self.seen, self.seconds, self.skipped, self.skipped_in_a_row = 0.0, 0, 0.0, 0, 0
+        self.nonfinite_evaluations = 0
         self.best_valid, self.best_epoch = -math.inf, 0
         # early stopping and the plateau schedule follow the validation value of the objective trained
         self.selection = "valid_iwae" if config.elbo == "iwae" else "valid_elbo"
@@ -106,7 +90,7 @@ class Trainer:
             raise RuntimeError("no optimizer yet: checkpoint after the first step")
         counters = {name: getattr(self, name) for name in (
             "epoch", "step_in_epoch", "global_step", "total", "seen", "seconds", "skipped", "skipped_in_a_row",
-            "best_valid", "best_epoch")}
+            "best_valid", "best_epoch", "nonfinite_evaluations")}
         return {
             "format": TRAIN_FORMAT, "model": self.model.state_dict(),
             "guide": self.guide.state_dict() if isinstance(self.guide, nn.Module) else {},
@@ -139,7 +123,7 @@ class Trainer:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = self.checkpoint_dir / f"train-{self.global_step:09d}.pt"
         state = self.state_dict()
-        atomic_write(path, lambda f: torch.save(state, f))
+        atomic_save(path, state)
         for old in sorted(self.checkpoint_dir.glob("train-*.pt"))[: -self.checkpoints.keep]:
             old.unlink()
         self.last_checkpoint = time.monotonic()
@@ -212,6 +196,19 @@ class Trainer:
         self.global_step += 1
         self.step_in_epoch += 1
 
+    def _check_evaluation(self, row: dict) -> bool:
+        """Apply the NaN policy to the epoch's evaluation: ``"stop"`` raises, ``"skip"`` counts
+        it (column ``nonfinite_evaluations``). :returns: whether every value is finite."""
+        bad = [key for key in ("valid_elbo", self.selection, "test_elbo") if key in row and not math.isfinite(row[key])]
+        if not bad:
+            return True
+        what = f"the epoch-{self.epoch} {bad[0].replace('_', ' ')} is {row[bad[0]]}"
+        if self.checkpoints.on_nan == "stop":
+            raise NonFiniteLossError(f"{what}; the checkpoints up to epoch {self.epoch - 1} are kept")
+        self.nonfinite_evaluations += 1
+        row["nonfinite_evaluations"] = self.nonfinite_evaluations
+        return False
+
     def step_parameters(self) -> list[torch.Tensor]:
         return [p for group in self.step.optimizer.param_groups for p in group["params"]] if self.step.optimizer else []
 
@@ -269,13 +266,15 @@ class Trainer:
             row |= {"test_elbo": evaluate_elbo(self.model, self.guide, self.data, "test", distributed=self.distributed),
                     "beta": self.step.kl.scale, "lr": self.step.optimizer.param_groups[0]["lr"],
                     "skipped_steps": self.skipped, "seconds": self.seconds}
+            finite = self._check_evaluation(row)
             self.rows.append(row)
             self._track_best(row)
             if self.config.lr_decay < 1:
                 self._scheduler().step(row[self.selection])
             self.epoch, self.step_in_epoch, self.total, self.seen = self.epoch + 1, 0, 0.0, 0
             self.epoch_shuffle_state = self.shuffle.get_state()
-            self.save()
+            if finite:  # else the last good checkpoint stays the newest
+                self.save()
             if on_epoch is not None:
                 on_epoch(row)
         return pd.DataFrame(self.rows)

@@ -46,6 +46,7 @@ def uninterrupted(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_kill_9_and_resume_gives_the_same_run_bitwise(uninterrupted, tmp_path):
     """SIGKILL at seeded random steps; each resumed run ends bitwise equal to the uninterrupted one."""
     expected = pd.read_csv(uninterrupted / "metrics.csv").drop(columns="seconds")

@@ -45,6 +45,7 @@ def test_maximum_likelihood_is_a_maximum():
     torch.testing.assert_close(ml.likelihood.log_scale.exp() ** 2, eigenvalues[:3].mean(), rtol=1e-10, atol=0)
 
 
+@pytest.mark.slow
 def test_svi_reaches_the_tipping_bishop_maximum_likelihood():
     """Trace_ELBO SVI with a diagonal guide attains the ML log-likelihood of probabilistic PCA.
 

@@ -91,6 +91,7 @@ def test_a_dead_rank_makes_the_others_fail_clearly(tmp_path):
     assert len(errors) == 1 and "lost contact with another rank" in errors[0], err0[-2000:]
 
 
+@pytest.mark.slow
 def test_torchrun_trains_stops_and_resumes_like_one_process(tmp_path):
     """``torchrun -m ppl_vae train``: SIGTERM on every rank at step 25 (mid epoch 2), then
     ``--resume`` with torchrun; the run ends where one uninterrupted process ends."""
