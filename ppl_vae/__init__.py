@@ -48,6 +48,7 @@ __all__ = sorted(EXPORTS)
 
 # The flat layout's module paths, each now a module of a layer: ``import ppl_vae.jit`` still
 # works, with a DeprecationWarning naming the new path.
+#: The flat layout's module names and the modules that now hold their code.
 MOVED_MODULES = {
     "bernoulli": "distributions.bernoulli", "build": "models.config", "check": "infer.agreement",
     "checkpoint": "training.checkpoints", "cli_args": "cli.arguments", "cli_evaluate": "cli.evaluate_commands",

@@ -29,13 +29,13 @@ from pathlib import Path
 import pandas as pd
 import pyro
 import torch
+from torchvision.utils import save_image
 
 from ppl_vae import ModelConfig, TrainConfig, build_pair, fit, load_dataset
+from ppl_vae.infer.importance import Summary, estimate_log_likelihood
 from ppl_vae.models.base import empty_guide
 from ppl_vae.models.quadrants import QUADRANT_LAYOUTS, baseline_nll
 from ppl_vae.training.device import resolve_device
-from ppl_vae.infer.importance import Summary, estimate_log_likelihood
-from torchvision.utils import save_image
 
 PYRO_TUTORIAL = {  # negative conditional ELBO per image on the test split, from Pyro's CVAE tutorial
     1: {"baseline": 100.4, "cvae": 71.8},

@@ -42,8 +42,8 @@ import pyro.distributions as dist
 import torch
 
 from ppl_vae import ModelConfig, TrainConfig, build_pair, fit, load_dataset
-from ppl_vae.training.device import resolve_device
 from ppl_vae.infer.importance import estimate_log_likelihood
+from ppl_vae.training.device import resolve_device
 from ppl_vae.training.memory import ALLOCATORS, choose_allocator
 
 MODELS = {

@@ -27,12 +27,11 @@ from pathlib import Path
 import pandas as pd
 import pyro
 import torch
-
 from pyro.infer import Trace_ELBO
 
 from ppl_vae import ModelConfig, SVIStep, TrainConfig, build_pair, fit, load_dataset
-from ppl_vae.training.device import resolve_device
 from ppl_vae.infer.importance import estimate_log_likelihood
+from ppl_vae.training.device import resolve_device
 
 GUIDE_OPTIONS = {"diag": {}, "full-rank": {}, "planar": {"num_flows": 8}, "iaf": {"num_flows": 3, "hidden_dims": [101]}}
 

@@ -37,9 +37,9 @@ from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 
 from ppl_vae import ModelConfig, SVIStep, build_pair, load_dataset, make_elbo
+from ppl_vae.infer.svi_step import make_adam
 from ppl_vae.training.device import resolve_device
 from ppl_vae.training.memory import ALLOCATORS, choose_allocator
-from ppl_vae.infer.svi_step import make_adam
 
 
 class PlainVAE(nn.Module):
@@ -151,7 +151,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     name = "bench_train" if device.type == "cpu" else f"bench_train_{device.type}"
     table.to_csv(args.out / f"{name}.csv", index=False)
-    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, pyro {pyro.__version__}"
+    machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+               f"torch {torch.__version__}, pyro {pyro.__version__}")
     with open(args.out / f"{name}.md", "w") as f:
         f.write(f"# Training throughput ({device}; {machine})\n\n")
         f.write("`python scripts/bench_train.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in

@@ -5,8 +5,10 @@ The environment variable ``PPL_VAE_FAULT`` says what to inject; unset or empty, 
 - ``kill:N`` or ``term:N``: the training run sends its own process SIGKILL (or SIGTERM) right
   after global step N of the main fit;
 - ``stall:N``: after step N the run sleeps (holding its run directory) until it is killed;
-- ``term:final``: SIGTERM when the last epoch is done, as the final files are written. It wraps :func:`ppl_vae.cli.training_run.run_training` from the
-outside, so the library's run path holds no fault-injection code. Works under torchrun too
+- ``term:final``: SIGTERM when the last epoch is done, as the final files are written.
+
+It wraps :func:`ppl_vae.cli.training_run.run_training` from the outside, so the library's
+run path holds no fault-injection code. It works under torchrun too
 (``torchrun ... tests/fault_injection.py train ...``), with a fault per rank through each
 rank's environment.
 """

@@ -27,11 +27,11 @@ themselves are validated by the configs they build (:class:`~ppl_vae.models.conf
 """
 
 import json
-import tomllib
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import yaml
 
 from ppl_vae.cli.arguments import UsageError
@@ -39,9 +39,10 @@ from ppl_vae.training.config import CheckpointOptions, TrainConfig
 
 GUIDE_OPTIONS = "model.guide_options"
 # each flag's destination -> (section of the file, key in that section); "" is the top level
+#: Each flag's destination -> (section of the file, key in that section).
 FLAGS: dict[str, tuple[str, str]] = {
     "dataset": ("", "dataset"), "data_dir": ("", "data_dir"), "validation_size": ("", "validation_size"),
-    "device": ("", "device"), "init_from": ("init_from", "path"),
+    "device": ("", "device"), "init_from": ("init_from", "path"), "tensorboard": ("", "tensorboard"),
     **{name: ("model", name) for name in ("network", "hidden_dims", "activation", "z_dim", "likelihood", "guide",
                                           "conditional", "learned_prior", "visible_quadrants", "quadrant_layout")},
     "num_flows": (GUIDE_OPTIONS, "num_flows"), "flow_hidden_dims": (GUIDE_OPTIONS, "hidden_dims"),

@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 
 from ppl_vae.cli.arguments import UsageError, positive_int
+from ppl_vae.cli.run_directory import append_table, load_run
+from ppl_vae.cli.run_lock import RunLock, hold
 from ppl_vae.training.device import resolve_device
 from ppl_vae.training.distributed import init_distributed
-from ppl_vae.cli.run_lock import RunLock, hold
-from ppl_vae.cli.run_directory import append_table, load_run
 
 
 def add_run_dir_arguments(p) -> None:

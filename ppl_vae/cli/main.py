@@ -18,17 +18,18 @@ import sys
 import traceback
 import warnings
 
-from ppl_vae.training.checkpoints import CheckpointError
 from ppl_vae.cli.arguments import Parser, UsageError
 from ppl_vae.cli.config_file import read_config_file
 from ppl_vae.cli.evaluate_commands import add_check_parser, add_evaluate_parser
-from ppl_vae.cli.train_command import add_train_parser
-from ppl_vae.data.datasets import DataError
-from ppl_vae.training.distributed import DistributedError
-from ppl_vae.training.memory import retain_freed_memory
 from ppl_vae.cli.run_directory import RunDirError
 from ppl_vae.cli.run_lock import RunDirBusy
+from ppl_vae.cli.train_command import add_train_parser
+from ppl_vae.data.datasets import DataError
 from ppl_vae.infer.svi_step import NonFiniteLossError
+from ppl_vae.training.checkpoints import CheckpointError
+from ppl_vae.training.distributed import DistributedError
+from ppl_vae.training.memory import retain_freed_memory
+from ppl_vae.training.tensorboard import TensorBoardMissing
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     except DistributedError as error:  # another rank died or stalled: not a usage error
         print(f"ppl-vae {args.command}: error: {error}", file=sys.stderr)
         return 1
-    except (UsageError, DataError, CheckpointError, RunDirError, RunDirBusy, NonFiniteLossError, ValueError) as error:
+    except (UsageError, DataError, CheckpointError, RunDirError, RunDirBusy, NonFiniteLossError, TensorBoardMissing,
+            ValueError) as error:
         print(f"ppl-vae {args.command}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a full disk, a read-only directory: files already written are intact

@@ -9,9 +9,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ppl_vae.data import DATASETS, Dataset, load_dataset
 from ppl_vae.models.config import ModelConfig
 from ppl_vae.training.checkpoints import CheckpointError, atomic_write, load_pair
-from ppl_vae.data import DATASETS, Dataset, load_dataset
 from ppl_vae.training.config import CheckpointOptions, TrainConfig
 
 

@@ -68,5 +68,8 @@ class RunLock:
 
 
 def hold(stack: ExitStack, run_dir: str | Path, command: str) -> None:
-    """Take ``run_dir``'s lock until ``stack`` closes (for :meth:`Distributed.on_main`: rank 0 holds it)."""
+    """Take ``run_dir``'s lock until ``stack`` closes.
+
+    For :meth:`~ppl_vae.training.distributed.Distributed.on_main`, so that rank 0 holds it.
+    """
     stack.enter_context(RunLock(run_dir, command))

@@ -30,11 +30,17 @@ from ppl_vae.models.registry import MODELS
 from ppl_vae.nn.likelihoods import LIKELIHOODS
 from ppl_vae.nn.networks import ACTIVATIONS, NETWORKS
 from ppl_vae.training.checkpoints import CheckpointError, warm_start
-from ppl_vae.training.config import ON_NAN, CheckpointOptions, TrainConfig, check_trainable
+from ppl_vae.training.config import (
+    ON_NAN,
+    CheckpointOptions,
+    TrainConfig,
+    check_trainable,
+)
 from ppl_vae.training.device import resolve_device
 from ppl_vae.training.distributed import init_distributed
 from ppl_vae.training.footprint import check_fits
 from ppl_vae.training.schedules import LR_SCHEDULES
+from ppl_vae.training.tensorboard import require_tensorboard
 
 T, C, M = TrainConfig, CheckpointOptions, ModelConfig  # their defaults, shown in the help
 
@@ -118,6 +124,10 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: results/runs/<time>-<dataset>-<guide>)")
     p.add_argument("--no-progress", action="store_true", default=False, help="hide the progress bar")
+    p.add_argument("--quiet", action="store_true", default=False,
+                   help="no progress bar and no line per epoch (metrics.csv has them); errors are still printed")
+    p.add_argument("--tensorboard", action="store_true", default=False,
+                   help="also write TensorBoard event files into RUN_DIR/tensorboard (pip install \"ppl_vae[tensorboard]\")")
     p.set_defaults(func=cmd_train)
     return p
 
@@ -214,6 +224,8 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
     options = CheckpointOptions(**given(args, "checkpoints"))
     if train_config.jit and distributed.is_distributed:
         raise UsageError("--jit does not support data-parallel training (torchrun); run without --jit")
+    if args.tensorboard:
+        require_tensorboard()
     data = load_dataset(args.dataset, args.data_dir, device, args.validation_size)
     check_trainable(train_config, data, distributed)
     config = model_config(args, data)
@@ -226,6 +238,7 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
     check_data(model.likelihood, data)
     check_fits(model, guide, config, train_config, device)
     run_config = {"dataset": args.dataset, "data_dir": str(args.data_dir), "validation_size": args.validation_size,
+                  "tensorboard": args.tensorboard,
                   "device": str(device), "model": config.to_dict(), "train": train_config.to_dict(),
                   "checkpoints": options.to_dict(), "distributed": distributed_settings(distributed, train_config)}
     if init_from is not None:
@@ -239,8 +252,8 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
             return out
 
         out = distributed.on_main(create_run_dir)
-        return run_training(out, model, guide, config, data, train_config, options, not args.no_progress,
-                            distributed=distributed)
+        return run_training(out, model, guide, config, data, train_config, options, not (args.no_progress or args.quiet),
+                            distributed=distributed, tensorboard=args.tensorboard, quiet=args.quiet)
 
 
 def cmd_resume(args: argparse.Namespace, distributed) -> int:
@@ -279,5 +292,6 @@ def resume_locked(args: argparse.Namespace, distributed) -> int:
         warm_start(run_config["init_from"]["path"], model, guide, config)
     if not started and distributed.is_main:  # nothing was saved: start over
         print(f"{args.resume} has no checkpoint yet; starting it over", file=sys.stderr)
-    return run_training(args.resume, model, guide, config, data, train_config, options, not args.no_progress,
-                        resume=started, distributed=distributed)
+    return run_training(args.resume, model, guide, config, data, train_config, options, not (args.no_progress or args.quiet),
+                        resume=started, distributed=distributed, tensorboard=bool(run_config.get("tensorboard")),
+                        quiet=args.quiet)

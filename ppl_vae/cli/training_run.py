@@ -15,13 +15,18 @@ from typing import Callable
 import pandas as pd
 from torch import nn
 
-from ppl_vae.models.config import ModelConfig
-from ppl_vae.training.checkpoints import atomic_write, latest_checkpoint, save_checkpoint
-from ppl_vae.data.datasets import Dataset
 from ppl_vae.cli.figures import plot_curves, save_figures
+from ppl_vae.data.datasets import Dataset
+from ppl_vae.infer.svi_step import NonFiniteLossError
+from ppl_vae.models.config import ModelConfig
+from ppl_vae.training.checkpoints import (
+    atomic_write,
+    latest_checkpoint,
+    save_checkpoint,
+)
 from ppl_vae.training.config import CheckpointOptions, TrainConfig
 from ppl_vae.training.distributed import process_group
-from ppl_vae.infer.svi_step import NonFiniteLossError
+from ppl_vae.training.tensorboard import TensorBoardLog, chain, test_batch
 from ppl_vae.training.trainer import StopRequested, Trainer, fit
 
 
@@ -41,25 +46,28 @@ class StopSignals:
             signal.signal(signum, handler)
 
 
-def epoch_logger(out: Path, name: str, label: str, rows: list):
+def epoch_logger(out: Path, name: str, label: str, rows: list, quiet: bool = False):
     def on_epoch(row: dict) -> None:
         rows.append(row)
         text = pd.DataFrame(rows).to_csv(index=False)
         atomic_write(out / name, lambda f: f.write(text.encode()))
-        print(f"{label}epoch {row['epoch']}: train ELBO {row['train_elbo']:.2f}, test ELBO "
-              f"{row['test_elbo']:.2f} nats/image, {row['seconds']:.1f} s", file=sys.stderr)
+        if not quiet:
+            print(f"{label}epoch {row['epoch']}: train ELBO {row['train_elbo']:.2f}, test ELBO "
+                  f"{row['test_elbo']:.2f} nats/image, {row['seconds']:.1f} s", file=sys.stderr)
 
     return on_epoch
 
 
 def run_training(out: Path, model: nn.Module, guide: nn.Module, config: ModelConfig, data: Dataset,
                  train_config: TrainConfig, options: CheckpointOptions, progress: bool = True,
-                 resume: bool = False, distributed=None, after_step: Callable[[int], None] | None = None) -> int:
+                 resume: bool = False, distributed=None, after_step: Callable[[int], None] | None = None,
+                 tensorboard: bool = False, quiet: bool = False) -> int:
     """Train (or resume) into ``out``; returns the exit code (0, or 128 + signal when stopped).
 
     With ``distributed``, every rank trains and rank 0 alone writes files and prints.
     ``after_step`` is called with the global step after each step of the main fit (the
-    fault-injection seam of ``tests/fault_injection.py``).
+    fault-injection seam of ``tests/fault_injection.py``). ``quiet`` leaves out the line per
+    epoch (metrics.csv still has them) and the closing messages; errors are still printed.
     """
     main = process_group(distributed).is_main
     with StopSignals() as signals:  # from here to the last write, a stop request ends in a resumable state
@@ -83,10 +91,12 @@ def run_training(out: Path, model: nn.Module, guide: nn.Module, config: ModelCon
         else:  # a new run: the model's stages first (every rank trains the same, from the same draws)
             for stage in model.pretraining_stages():
                 fit(stage.model, stage.guide, data, train_config, progress=progress and main,
-                    on_epoch=epoch_logger(out, f"{stage.name}_metrics.csv", f"{stage.name} ", []) if main else None)
+                    on_epoch=epoch_logger(out, f"{stage.name}_metrics.csv", f"{stage.name} ", [], quiet) if main else None)
         if signals.received is not None:
             return stopped("stopped before the first step (nothing to keep)")
-        on_epoch = epoch_logger(out, "metrics.csv", "", list(trainer.rows)) if main else None
+        on_epoch = epoch_logger(out, "metrics.csv", "", list(trainer.rows), quiet) if main else None
+        if tensorboard and main:  # event files in RUN_DIR/tensorboard (a resumed run appends to them)
+            on_epoch = chain(on_epoch, TensorBoardLog(out / "tensorboard", model, guide, test_batch(data)))
         try:
             metrics = trainer.run(on_epoch, progress, stop_requested=lambda: signals.received is not None,
                                   after_step=after_step)
@@ -100,7 +110,7 @@ def run_training(out: Path, model: nn.Module, guide: nn.Module, config: ModelCon
                                      "evaluated finite are kept")
         if not main:
             return 0
-        if trainer.config.patience:
+        if trainer.config.patience and not quiet:
             bound = "IWAE bound" if trainer.selection == "valid_iwae" else "ELBO"
             print(f"kept epoch {final['epoch']} (best validation {bound} {final[trainer.selection]:.2f}; "
                   f"{'stopped early' if trainer.stopped_early else 'no early stop'})", file=sys.stderr)
@@ -111,7 +121,8 @@ def run_training(out: Path, model: nn.Module, guide: nn.Module, config: ModelCon
             if signals.received is not None:
                 return stopped("stopped after the last epoch, before the final files; its checkpoint is written")
             write()
-    print(f"wrote {out}", file=sys.stderr)
+    if not quiet:
+        print(f"wrote {out}", file=sys.stderr)
     return 0
 
 

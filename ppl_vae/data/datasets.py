@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+#: The datasets by name.
 DATASETS = (
     "mnist-sample",
     "binarized-mnist-sample",
@@ -73,7 +74,7 @@ class Dataset:
         self, split: str, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
         labels: bool = False, start: int = 0,
     ) -> Iterator:
-        """Yield batches of the split, binarized per batch when :attr:`binarize` is set.
+        """Yield batches of the split, binarized per batch when ``binarize`` is set.
 
         :param shuffle: visit the datapoints in a random order (drawn on the CPU with
             ``generator``, so the order does not depend on the device).
@@ -201,12 +202,12 @@ def load_dataset(name: str, data_dir: str | Path = "data", device: torch.device 
                  validation_size: int = 0) -> Dataset:
     """Load a dataset by name onto ``device``.
 
-    :param name: one of :data:`DATASETS`.
+    :param name: one of :data:`~ppl_vae.data.datasets.DATASETS`.
     :param data_dir: where torchvision's folders (``MNIST/``, ``FashionMNIST/``,
         ``cifar-10-batches-py/``) and ``BinarizedMNIST/`` live.
     :param validation_size: hold out the last this many training datapoints as the
         validation split (see :meth:`Dataset.hold_out`); ``binarized-mnist-static`` has its own.
-    :raises ValueError: for an unknown name; :class:`DataError` when files are missing.
+    :raises ValueError: for an unknown name; :class:`~ppl_vae.data.datasets.DataError` when files are missing.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")

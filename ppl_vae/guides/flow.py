@@ -22,7 +22,7 @@ PERMUTATIONS = ("reverse", "random", "none")
 class FlowGuide(DiagonalNormalGuide):
     """Base class: a diagonal Gaussian base, a context head and a list of conditional transforms.
 
-    Subclasses fill :attr:`flows` (``ConditionalTransformModule``s). Between consecutive
+    Subclasses fill ``flows`` (a list of ``ConditionalTransformModule`` objects). Between consecutive
     flows a fixed permutation of the latent coordinates may be inserted; permutations
     are buffers, so checkpoints keep them.
 

@@ -10,6 +10,7 @@ from ppl_vae.guides.full_rank import FullRankGuide
 from ppl_vae.guides.iaf import IAFGuide
 from ppl_vae.guides.planar import PlanarFlowGuide
 
+#: The guides by name.
 GUIDES: dict[str, Callable[..., AmortizedGuide]] = {
     "diag": DiagonalNormalGuide,
     "full-rank": FullRankGuide,
@@ -21,7 +22,7 @@ GUIDES: dict[str, Callable[..., AmortizedGuide]] = {
 def make_guide(name: str, encoder: nn.Module, z_dim: int, **options) -> AmortizedGuide:
     """Build a guide by name.
 
-    :param name: one of :data:`GUIDES`.
+    :param name: one of :data:`~ppl_vae.guides.registry.GUIDES`.
     :param encoder: a network from ``x`` to features ``(batch, encoder.out_dim)``.
     :param z_dim: the latent dimension.
     :param options: the guide's own options (e.g. ``num_flows`` for flow guides).

@@ -22,11 +22,10 @@ import torch
 from torch import nn
 
 from ppl_vae.infer.closed_form import closed_form_elbo
-from ppl_vae.infer.importance import log_importance_weights
-from ppl_vae.nn.registration import registration_skipped
 from ppl_vae.infer.elbos import ELBOS
+from ppl_vae.infer.importance import log_importance_weights
 from ppl_vae.infer.noise import PerDatapointNoise, per_datapoint_normal
-
+from ppl_vae.nn.registration import registration_skipped
 
 MAX_PAIRS = 8_000  # (datapoint, particle) pairs per pass: the 784-400-20 default run peaks under 2 GB
 
@@ -136,7 +135,7 @@ def elbo_agreement(model: nn.Module, guide: nn.Module, x: torch.Tensor, *conditi
         does not depend on it.
     :returns: one row per estimator: ``estimate``, ``std_error``, ``reference``,
         ``reference_std_error``, ``reference_kind`` (``closed-form`` or ``monte-carlo``),
-        ``difference`` and ``z`` (the difference in combined standard errors; |z| < 4 is agreement).
+        ``difference`` and ``z`` (the difference in combined standard errors; ``|z| < 4`` is agreement).
     """
     closed, closed_se, kind = reference_elbo(model, guide, x, *condition, num_samples=num_samples, seed=seed,
                                              max_pairs=max_pairs)

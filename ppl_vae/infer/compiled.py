@@ -19,7 +19,7 @@ deprecated ``torch.jit.trace`` and differentiates it with TorchScript's autodiff
 same contract: the model and guide must have a static structure (no Python control flow
 on tensor values) and take every tensor they depend on as an argument, and their
 parameters must be in Pyro's param store (``pyro.module``, ``pyro.param``), from which they
-are read on every call. :class:`ppl_vae.SVIStep` gives the networks of each training run a
+are read on every call. :class:`~ppl_vae.infer.svi_step.SVIStep` gives the networks of each training run a
 param store of its own, so that two runs with the same module names do not share
 parameters. ``differentiable_loss`` returns the loss as a tensor whose ``backward()``
 delivers the recorded gradient, so the ELBO also works under ``pyro.infer.SVI``.

@@ -2,7 +2,11 @@
 
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 
-from ppl_vae.infer.compiled import CompiledIWAE_ELBO, CompiledTrace_ELBO, CompiledTraceMeanField_ELBO
+from ppl_vae.infer.compiled import (
+    CompiledIWAE_ELBO,
+    CompiledTrace_ELBO,
+    CompiledTraceMeanField_ELBO,
+)
 from ppl_vae.infer.iwae import IWAE_ELBO
 
 ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO, "iwae": IWAE_ELBO}
@@ -18,7 +22,7 @@ def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False) ->
         ``K = num_particles``).
     :param num_particles: samples of z per datapoint and step.
     :param jit: the compiled version of the same estimator (:mod:`ppl_vae.infer.compiled`; trace,
-        mean-field and iwae), for :class:`SVIStep`: the same loss on the same draws, less Python work
+        mean-field and iwae), for :class:`~ppl_vae.infer.svi_step.SVIStep`: the same loss on the same draws, less Python work
         per step.
     """
     if name not in ELBOS:

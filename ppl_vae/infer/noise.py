@@ -27,7 +27,7 @@ from pyro.poutine.util import site_is_subsample
 class ReparameterizedNoise(Messenger):
     """Base class: sample Gaussian latent sites with noise from :meth:`noise`.
 
-    Subclasses say which sites they handle (:meth:`handles`) and draw the standard normal
+    Subclasses say which sites they handle (``handles``) and draw the standard normal
     noise (:meth:`noise`); the data dimension of a site is its rightmost batch dimension.
     """
 

@@ -1,7 +1,7 @@
 """The SVI loop: Trace_ELBO gradient steps over a device-resident dataset.
 
 No argparse and no printing here beyond the tqdm progress bar; the CLI and users'
-scripts call :func:`fit`.
+scripts call :func:`~ppl_vae.training.trainer.fit`.
 
 The step is Pyro's: the loss is ``Trace_ELBO().differentiable_loss(model, guide, x)``,
 exactly what ``pyro.infer.SVI`` differentiates. Two things make it fast: one torch
@@ -30,6 +30,7 @@ from ppl_vae.infer.compiled import CompiledELBO, is_jit
 from ppl_vae.infer.latent_scale import LatentScaleMessenger
 from ppl_vae.nn.registration import registration_skipped
 
+
 def make_adam(params, lr: float) -> torch.optim.Adam:
     """torch's Adam over ``params``, fused when torch supports it for their device."""
     params = list(params)
@@ -51,14 +52,14 @@ class SVIStep:
     :param guide: the Pyro guide, likewise: any callable that samples the model's latent sites.
     :param elbo: a Pyro ELBO, e.g. ``Trace_ELBO()``.
     :param lr: Adam's learning rate.
-    :param beta: the KL weight; :attr:`kl` holds it and may be changed between steps.
+    :param beta: the KL weight; ``kl`` holds it and may be changed between steps.
     :param distributed: data-parallel training (:mod:`ppl_vae.training.distributed`): the gradients
         and the loss are summed over ranks before the step, so every rank takes the step of
         the global batch.
 
     With a JIT-compiled ELBO (``make_elbo(..., jit=True)``) the networks are registered in
     a param store of the step's own (Pyro's ``param_store.scope``), from which the compiled
-    graph reads them (plain callables keep their ``pyro.param``s in the global store), and
+    graph reads them (plain callables keep their ``pyro.param`` sites in the global store), and
     the KL weight is passed to the graph as a tensor, so that warm-up
     changes it without a recompilation.
     """

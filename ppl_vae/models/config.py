@@ -22,7 +22,7 @@ CONDITIONALS = tuple(MODELS)
 
 
 class ConfigError(ValueError):
-    """A setting is out of its range; :attr:`field` names it (the command line names the flag instead).
+    """A setting is out of its range; ``field`` names it (the command line names the flag instead).
 
     :param field: the config field.
     :param problem: what is wrong, e.g. ``"must be at least 1, got 0"``; ``{name}`` stands for

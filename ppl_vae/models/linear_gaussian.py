@@ -13,8 +13,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppl_vae.nn.likelihoods import GaussianLikelihood
 from ppl_vae.models.vae import VAE
+from ppl_vae.nn.likelihoods import GaussianLikelihood
 
 
 class LinearGaussianVAE(VAE):

@@ -43,6 +43,7 @@ class ModelEntry(NamedTuple):
     from_data: Callable[..., dict] = nothing_from_data
 
 
+#: The models by their ``ModelConfig.conditional`` name.
 MODELS: dict[str, ModelEntry] = {
     "none": ModelEntry(build_vae_pair),
     "label": ModelEntry(build_label_pair, ("num_classes", "learned_prior"), check_data=check_label_data,

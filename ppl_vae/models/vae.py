@@ -27,6 +27,7 @@ from ppl_vae.nn.likelihoods import Likelihood, make_likelihood
 from ppl_vae.nn.networks import make_networks
 from ppl_vae.nn.registration import register, registration_skipped
 
+
 class VAE(Model):
     """The VAE model ``p(z) p(x|z)`` (Kingma & Welling 2013, arXiv:1312.6114).
 

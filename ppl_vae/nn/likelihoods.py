@@ -138,6 +138,7 @@ class GaussianLikelihood(Likelihood):
         return dist.Normal(out, self.log_scale.exp().expand(out.shape))
 
 
+#: The likelihoods p(x|z) by name.
 LIKELIHOODS = {
     "bernoulli": BernoulliLikelihood,
     "continuous-bernoulli": ContinuousBernoulliLikelihood,
@@ -150,7 +151,7 @@ LIKELIHOODS = {
 def make_likelihood(name: str, event_shape: Sequence[int]) -> Likelihood:
     """Build a likelihood by name.
 
-    :param name: one of :data:`LIKELIHOODS`.
+    :param name: one of :data:`~ppl_vae.nn.likelihoods.LIKELIHOODS`.
     :param event_shape: the shape of one datapoint.
     :raises ValueError: for an unknown name, listing the valid ones.
     """

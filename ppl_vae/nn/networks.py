@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+#: The activations by name.
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -49,7 +50,7 @@ class MLPEncoder(nn.Module):
 
     :param in_shape: the event shape of one datapoint, e.g. ``(1, 28, 28)``.
     :param hidden_dims: widths of the hidden layers; the last is ``out_dim``.
-    :param activation: name of the activation, one of :data:`ACTIVATIONS`.
+    :param activation: name of the activation, one of :data:`~ppl_vae.nn.networks.ACTIVATIONS`.
     :param condition_dim: width of an optional condition vector concatenated to the input.
     """
 
@@ -80,7 +81,7 @@ class MLPDecoder(nn.Module):
     :param z_dim: latent dimension.
     :param out_shape: the event shape of one datapoint.
     :param hidden_dims: widths of the hidden layers, from the latent side.
-    :param activation: name of the activation, one of :data:`ACTIVATIONS`.
+    :param activation: name of the activation, one of :data:`~ppl_vae.nn.networks.ACTIVATIONS`.
     :param condition_dim: width of an optional condition vector concatenated to ``z``.
     """
 

@@ -10,7 +10,13 @@ from pyro.infer import ELBO, Trace_ELBO
 from torch import nn
 
 from ppl_vae.data import Dataset
-from ppl_vae.infer.importance import PerDatapoint, Summary, active_units, estimate_log_likelihood, mean_kl
+from ppl_vae.infer.importance import (
+    PerDatapoint,
+    Summary,
+    active_units,
+    estimate_log_likelihood,
+    mean_kl,
+)
 from ppl_vae.models.base import model_arguments
 from ppl_vae.nn.registration import registration_skipped
 from ppl_vae.training.distributed import process_group

@@ -29,6 +29,7 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLDS_BYTES = (1 << 30, 32 << 20)
 TRIM_THRESHOLD_BYTES = (1 << 31) - 1
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+#: The benchmarks' ``--allocator`` choices.
 ALLOCATORS = ("retain", "default")  # the benchmarks' --allocator choices
 
 

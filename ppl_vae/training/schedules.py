@@ -6,6 +6,7 @@ its own. The plateau decay on the validation ELBO (torch's ``ReduceLROnPlateau``
 other kind; :class:`ppl_vae.training.trainer.Trainer` handles it.
 """
 
+#: The learning-rate schedules by name.
 LR_SCHEDULES = ("constant", "burda")
 
 BURDA_STAGES = 8

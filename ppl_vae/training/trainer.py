@@ -22,18 +22,20 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm.auto import tqdm
 
-from ppl_vae.training.checkpoints import TRAIN_FORMAT, atomic_save
 from ppl_vae.data.datasets import Dataset
 from ppl_vae.infer.diagnose import nonfinite_site
-from ppl_vae.training.distributed import process_group
-from ppl_vae.models.base import model_arguments
-from ppl_vae.training.evaluation import evaluate_elbo
-from ppl_vae.infer.latent_scale import warmup_scale
-from ppl_vae.training.config import CheckpointOptions, TrainConfig, check_trainable
-from ppl_vae.training.schedules import scheduled_lr
-from ppl_vae.training.rng_state import rng_state, set_rng_state
 from ppl_vae.infer.elbos import make_elbo
+from ppl_vae.infer.latent_scale import warmup_scale
 from ppl_vae.infer.svi_step import NonFiniteLossError, SVIStep
+from ppl_vae.models.base import model_arguments
+from ppl_vae.training.checkpoints import TRAIN_FORMAT, atomic_save
+from ppl_vae.training.config import CheckpointOptions, TrainConfig, check_trainable
+from ppl_vae.training.distributed import process_group
+from ppl_vae.training.evaluation import evaluate_elbo
+from ppl_vae.training.rng_state import rng_state, set_rng_state
+from ppl_vae.training.schedules import scheduled_lr
+from ppl_vae.training.tensorboard import TensorBoardLog, chain, test_batch
+
 
 class StopRequested(Exception):
     """Training stopped at a stop request (SIGTERM, Ctrl-C) after writing a checkpoint."""
@@ -226,7 +228,7 @@ class Trainer:
             ``valid_elbo`` (and ``valid_iwae``) when there is a validation split, ``test_elbo``, ``beta``, ``lr``,
             ``skipped_steps``, ``seconds``).
         :param stop_requested: polled after each step; when true, a checkpoint is written
-            and :class:`StopRequested` raised.
+            and :class:`~ppl_vae.training.trainer.StopRequested` raised.
         :param after_step: called with the global step after each step (fault injection in tests).
         :returns: the metrics of all epochs so far.
         """
@@ -239,8 +241,9 @@ class Trainer:
                        desc=f"epoch {self.epoch}", disable=not (progress and main), leave=False)
             for x, labels in bar:
                 self._take_step(x, labels)
-                if self.global_step % 20 == 0 and self.seen:
-                    bar.set_postfix(loss=f"{self.total / self.seen:.2f}")
+                if self.global_step % 20 == 0 and self.seen and not bar.disable:  # the running ELBO, images/s
+                    bar.set_postfix(elbo=f"{-self.total / self.seen:.2f}",
+                                    img_s=f"{self.seen / max(time.perf_counter() - start, 1e-9):.0f}")
                 if after_step is not None:
                     after_step(self.global_step)
                 if stop_requested():
@@ -281,8 +284,12 @@ class Trainer:
 
 
 def fit(model: nn.Module, guide, data: Dataset, config: TrainConfig,
-        on_epoch: Callable[[dict], None] | None = None, progress: bool = True, distributed=None) -> pd.DataFrame:
+        on_epoch: Callable[[dict], None] | None = None, progress: bool = True, distributed=None,
+        tensorboard: str | Path | None = None) -> pd.DataFrame:
     """Train a model/guide pair with SVI and Trace_ELBO (no checkpoints; see :class:`Trainer`).
+
+    With ``config.patience`` set (early stopping), the pair ends with the weights of the
+    epoch with the best validation bound (the ELBO; for ``"iwae"``, the IWAE bound).
 
     :param model: the Pyro model, on the data's device. If it has ``arguments(images, labels)``
         (conditional models do), each batch is turned into its arguments with it.
@@ -296,13 +303,15 @@ def fit(model: nn.Module, guide, data: Dataset, config: TrainConfig,
         on the test split after the epoch), ``beta``, ``lr`` (Adam's learning rate in the
         epoch), ``skipped_steps`` and ``seconds``
         (cumulative training time).
-    With ``config.patience`` set (early stopping), the pair ends with the weights of the
-    epoch with the best validation bound (the ELBO; for ``"iwae"``, the IWAE bound).
-
     :param distributed: data-parallel training over a process group (see
         :func:`ppl_vae.training.distributed.init_distributed`); ``config.batch_size`` is the global batch.
+    :param tensorboard: a folder for TensorBoard event files (:mod:`ppl_vae.training.tensorboard`;
+        needs ``pip install "ppl_vae[tensorboard]"``), or None.
     """
     trainer = Trainer(model, guide, data, config, distributed=distributed)
-    metrics = trainer.run(on_epoch, progress)
+    log = None if tensorboard is None else TensorBoardLog(tensorboard, model, guide, test_batch(data))
+    metrics = trainer.run(chain(on_epoch, log), progress)
+    if log is not None:
+        log.close()
     trainer.restore_best()  # with config.patience: the weights of the best validation epoch
     return metrics

@@ -13,10 +13,18 @@ import pandas as pd
 import pytest
 import torch
 
-from ppl_vae import CheckpointOptions, ModelConfig, TrainConfig, Trainer, build_pair, load_dataset, load_pair, save_checkpoint
-from ppl_vae.training.checkpoints import load_checkpoint
+from ppl_vae import (
+    CheckpointOptions,
+    ModelConfig,
+    TrainConfig,
+    Trainer,
+    build_pair,
+    load_dataset,
+    load_pair,
+    save_checkpoint,
+)
 from ppl_vae.infer.svi_step import NonFiniteLossError
-from ppl_vae.training.checkpoints import latest_checkpoint
+from ppl_vae.training.checkpoints import latest_checkpoint, load_checkpoint
 
 TRAIN = ["train", "--dataset", "binarized-mnist-sample", "--epochs", "2", "--batch-size", "500", "--z-dim", "4",
          "--hidden-dims", "64", "--checkpoint-every-steps", "3", "--no-progress"]  # 20 steps per epoch
@@ -183,7 +191,8 @@ def test_nan_skip_counts_skipped_steps_and_gives_up(small_data):
     data = type(small_data)(**{**small_data.__dict__})
     data.train = small_data.train.clone()
     data.train[0, 0, 0, 0] = float("nan")  # one datapoint: one skipped step per epoch
-    metrics = Trainer(*small_pair(), data, TrainConfig(epochs=2, batch_size=100), checkpoints=CheckpointOptions(on_nan="skip")).run(progress=False)
+    metrics = Trainer(*small_pair(), data, TrainConfig(epochs=2, batch_size=100),
+                      checkpoints=CheckpointOptions(on_nan="skip")).run(progress=False)
     assert metrics["skipped_steps"].tolist() == [1, 2]  # cumulative
     assert metrics["test_elbo"].notna().all() and metrics["test_elbo"].iloc[-1] > metrics["test_elbo"].iloc[0]
     with pytest.raises(NonFiniteLossError, match="3 steps in a row skipped"):
@@ -226,9 +235,8 @@ def test_read_only_output_directory(tmp_path):
 
 
 def test_disk_error_during_a_run_is_one_line(tmp_path, monkeypatch, capsys):
-    from ppl_vae.cli.main import main
-
     import ppl_vae.cli.training_run
+    from ppl_vae.cli.main import main
 
     def refuse(out, run_config):
         raise OSError(errno.EROFS, "Read-only file system", str(out / "config.json"))

@@ -62,10 +62,11 @@ def test_init_from_starts_from_a_finished_runs_weights(tmp_path, capsys):
         for (name, value), (_, copy) in zip(trained.state_dict().items(), started.state_dict().items()):
             torch.testing.assert_close(copy, value, rtol=0, atol=1e-9, msg=name)
     capsys.readouterr()
+    first = tmp_path / "first" / "checkpoint.pt"
     assert_usage_error([*small, "--z-dim", "5", "--init-from", str(tmp_path / "first")],
-                       "--init-from: " + str(tmp_path / "first" / "checkpoint.pt") + " holds another model: z_dim 4 (asked: 5)", tmp_path, capsys)
-    assert_usage_error([*small, "--init-from", str(tmp_path / "nothing")], f"--init-from: checkpoint {tmp_path / 'nothing'} not found",
-                       tmp_path, capsys)
+                       f"--init-from: {first} holds another model: z_dim 4 (asked: 5)", tmp_path, capsys)
+    assert_usage_error([*small, "--init-from", str(tmp_path / "nothing")],
+                       f"--init-from: checkpoint {tmp_path / 'nothing'} not found", tmp_path, capsys)
 
 
 def test_auto_likelihood_for_grayscale_and_conv_network(tmp_path):

@@ -10,12 +10,21 @@ import torch
 from pyro.infer import Trace_ELBO
 from torch.autograd.functional import jacobian
 
-from ppl_vae import GUIDES, DiagonalNormalGuide, ModelConfig, SVIStep, build_pair, load_pair, make_guide, save_checkpoint
-from ppl_vae.infer.agreement import elbo_agreement
+from ppl_vae import (
+    GUIDES,
+    DiagonalNormalGuide,
+    ModelConfig,
+    SVIStep,
+    build_pair,
+    load_pair,
+    make_guide,
+    save_checkpoint,
+)
 from ppl_vae.data.datasets import load_dataset
-from ppl_vae.training.evaluation import evaluation_table
 from ppl_vae.guides import FlowGuide, FullRankGuide
+from ppl_vae.infer.agreement import elbo_agreement
 from ppl_vae.nn.networks import MLPEncoder
+from ppl_vae.training.evaluation import evaluation_table
 
 CONFIG = ModelConfig(event_shape=(1, 28, 28), z_dim=4, hidden_dims=(32,))
 

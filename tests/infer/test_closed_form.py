@@ -10,12 +10,15 @@ from torch import nn
 from ppl_vae import VAE, DiagonalNormalGuide, MLPDecoder, MLPEncoder
 from ppl_vae.infer.agreement import elbo_agreement
 from ppl_vae.infer.closed_form import (
-    closed_form_elbo, kl_diagonal_diagonal, kl_diagonal_standard, kl_full_rank_standard, guide_gaussian,
+    closed_form_elbo,
+    guide_gaussian,
+    kl_diagonal_diagonal,
+    kl_diagonal_standard,
+    kl_full_rank_standard,
 )
-from ppl_vae.nn.likelihoods import LIKELIHOODS
 from ppl_vae.models.linear_gaussian import ExactPosteriorGuide, LinearGaussianVAE
+from ppl_vae.nn.likelihoods import LIKELIHOODS
 from ppl_vae.nn.registration import registration_skipped
-
 
 pytestmark = pytest.mark.usefixtures("float64")
 

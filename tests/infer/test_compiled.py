@@ -7,7 +7,6 @@ import torch
 
 from ppl_vae import IWAE_ELBO, ModelConfig, SVIStep, build_pair, make_elbo
 from ppl_vae.cli.main import main
-from ppl_vae.models.base import model_arguments
 from ppl_vae.infer.compiled import (
     CompiledIWAE_ELBO,
     CompiledTrace_ELBO,
@@ -15,6 +14,7 @@ from ppl_vae.infer.compiled import (
     is_jit,
 )
 from ppl_vae.infer.svi_step import all_finite
+from ppl_vae.models.base import model_arguments
 from ppl_vae.training.distributed import Distributed
 
 BASE = {"event_shape": (1, 28, 28), "z_dim": 5, "hidden_dims": (32,)}

@@ -5,8 +5,8 @@ import torch
 
 from ppl_vae import ModelConfig, build_pair
 from ppl_vae.infer.importance import active_units, estimate_log_likelihood
-from ppl_vae.training.evaluation import evaluation_table
 from ppl_vae.models.linear_gaussian import ExactPosteriorGuide
+from ppl_vae.training.evaluation import evaluation_table
 
 pytestmark = pytest.mark.usefixtures("float64")
 

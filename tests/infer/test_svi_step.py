@@ -6,7 +6,16 @@ import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
 
-from ppl_vae import LatentScaleMessenger, ModelConfig, SVIStep, TrainConfig, build_pair, evaluate_elbo, fit, make_elbo
+from ppl_vae import (
+    LatentScaleMessenger,
+    ModelConfig,
+    SVIStep,
+    TrainConfig,
+    build_pair,
+    evaluate_elbo,
+    fit,
+    make_elbo,
+)
 from ppl_vae.data.datasets import load_dataset
 from ppl_vae.infer.latent_scale import warmup_scale
 

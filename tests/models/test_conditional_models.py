@@ -6,11 +6,11 @@ import torch
 from pyro.poutine.util import site_is_subsample
 
 from ppl_vae import ModelConfig, build_pair
+from ppl_vae.data.datasets import load_dataset
 from ppl_vae.infer.agreement import elbo_agreement
+from ppl_vae.infer.importance import estimate_log_likelihood
 from ppl_vae.models.conditional import one_hot
 from ppl_vae.models.quadrants import QuadrantTask, baseline_nll, quadrant_mask
-from ppl_vae.data.datasets import load_dataset
-from ppl_vae.infer.importance import estimate_log_likelihood
 
 
 @pytest.fixture(scope="module")

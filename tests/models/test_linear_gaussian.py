@@ -6,7 +6,6 @@ from conftest import IdentityEncoder
 from ppl_vae import DiagonalNormalGuide, SVIStep, make_elbo
 from ppl_vae.models.linear_gaussian import LinearGaussianVAE
 
-
 pytestmark = pytest.mark.usefixtures("float64")
 
 

@@ -7,8 +7,8 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
 from ppl_vae import VAE, DiagonalNormalGuide, ModelConfig, build_pair, make_guide
-from ppl_vae.nn.likelihoods import LIKELIHOODS
 from ppl_vae.distributions.standard_normal import StandardNormal
+from ppl_vae.nn.likelihoods import LIKELIHOODS
 
 SHAPES = {"mlp": (1, 28, 28), "conv": (3, 32, 32)}
 

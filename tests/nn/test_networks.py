@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from ppl_vae.nn.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, make_networks
+from ppl_vae.nn.networks import (
+    ConvDecoder,
+    ConvEncoder,
+    MLPDecoder,
+    MLPEncoder,
+    make_networks,
+)
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)], ids=["28x28x1", "32x32x3"])

@@ -1,7 +1,7 @@
 import pytest
 import torch
-
 from conftest import requires_cuda
+
 from ppl_vae import ModelConfig, TrainConfig, build_pair, fit, load_dataset
 from ppl_vae.training.device import resolve_device
 

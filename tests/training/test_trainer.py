@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from ppl_vae import CheckpointOptions, ModelConfig, TrainConfig, Trainer, build_pair, load_dataset
+from ppl_vae import (
+    CheckpointOptions,
+    ModelConfig,
+    TrainConfig,
+    Trainer,
+    build_pair,
+    load_dataset,
+)
 from ppl_vae.data.datasets import DataError
 from ppl_vae.training.schedules import scheduled_lr
 
