@@ -23,4 +23,3 @@ nitpick_ignore_regex = [(r"py:.*", r"(string|torch|torchvision|pyro|numpy|np|pd|
                          r"argparse|contextlib|matplotlib|Path|Tensor|Callable|Iterator|Any|Sequence|NamedTuple|ELBO|"
                          r"Trace|Distribution|TorchDistribution|Module|Generator|optional|float|int|str|bool|dict|list|"
                          r"tuple|None|type|object|Exception|ValueError|RuntimeError|ImportError)(\..*)?")]
-suppress_warnings = ["myst.xref_missing"]  # links from the pages to files of the repository (results/, LICENSE)
