@@ -9,19 +9,20 @@ import torch
 from ppl_vae import ModelConfig, TrainConfig, build_pair, fit, load_dataset
 from ppl_vae.cli import main
 
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-
 TINY = ["train", "--dataset", "binarized-mnist-sample", "--epochs", "2", "--batch-size", "500", "--z-dim", "2",
         "--hidden-dims", "8", "--no-progress"]
 
 
-def read(log_dir) -> event_accumulator.EventAccumulator:
+def read(log_dir):
+    """The event files of ``log_dir``."""
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     events = event_accumulator.EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     return events
 
 
 def test_the_cli_logs_every_epochs_metrics_and_images(tmp_path) -> None:
+    pytest.importorskip("tensorboard")  # the [tensorboard] extra (part of [test])
     out = tmp_path / "run"
     assert main([*TINY, "--out", str(out), "--tensorboard"]) == 0
     metrics, events = pd.read_csv(out / "metrics.csv"), read(out / "tensorboard")
@@ -34,6 +35,7 @@ def test_the_cli_logs_every_epochs_metrics_and_images(tmp_path) -> None:
 
 
 def test_fit_logs_from_python(tmp_path) -> None:
+    pytest.importorskip("tensorboard")
     data = load_dataset("binarized-mnist-sample")
     model, guide = build_pair(ModelConfig(z_dim=2, hidden_dims=(8,)))
     metrics = fit(model, guide, data, TrainConfig(epochs=2, batch_size=500), progress=False, tensorboard=tmp_path / "tb")
