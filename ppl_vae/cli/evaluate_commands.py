@@ -11,6 +11,7 @@ from ppl_vae.cli.run_directory import append_table, load_run
 from ppl_vae.cli.run_lock import RunLock, hold
 from ppl_vae.training.device import resolve_device
 from ppl_vae.training.distributed import init_distributed
+from ppl_vae.training.footprint import available_bytes, pass_bytes
 
 
 def add_run_dir_arguments(p) -> None:
@@ -61,9 +62,7 @@ def evaluation_data(args: argparse.Namespace):
 
 def check_pass_fits(pairs: int, x: torch.Tensor, device: torch.device) -> None:
     """Refuse an evaluation pass (``--batch-size`` x ``--chunk-size`` pairs) that cannot fit in memory."""
-    from ppl_vae.training.footprint import FLOAT_BYTES, available_bytes
-
-    need = 8 * FLOAT_BYTES * pairs * x[0].numel()  # the decoder's output and the likelihood's temporaries
+    need = pass_bytes(pairs, x[0].numel())
     if need > available_bytes(device):
         raise UsageError(f"--batch-size x --chunk-size = {pairs:,} pairs a pass need about {need / 2**30:,.1f} GiB, "
                          f"more than the {available_bytes(device) / 2**30:,.1f} GiB of {device}; choose smaller ones")

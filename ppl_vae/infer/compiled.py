@@ -92,15 +92,18 @@ class CompiledELBO:
         new object may reuse once the old one is collected), and dropped with them.
         """
         graphs = self.__dict__.setdefault("_graphs", {})
-
-        def forget(dead: weakref.ref) -> None:
-            for key in [key for key in graphs if dead in key[:2]]:
-                del graphs[key]
-
-        key = (_weak(model, forget), _weak(guide, forget), *(_signature(a) for a in args), *sorted(kwargs.items()))
-        if key not in graphs:
-            graphs[key] = self._compile(model, guide, args, kwargs)
+        signature = (*(_signature(a) for a in args), *sorted(kwargs.items()))
+        key = (_weak(model), _weak(guide), *signature)  # to look up: plain references, cached by Python
+        if key not in graphs:  # to store: references that drop the graph when their object goes
+            graphs[(_weak(model, self._forget), _weak(guide, self._forget), *signature)] = \
+                self._compile(model, guide, args, kwargs)
         return graphs[key]
+
+    def _forget(self, dead: weakref.ref) -> None:
+        """Drop the graphs of a collected model or guide."""
+        graphs = self.__dict__.get("_graphs", {})
+        for key in [key for key in graphs if dead in key[:2]]:
+            del graphs[key]
 
     def _compile(self, model, guide, args: tuple, kwargs: dict) -> tuple[list[str], list[bool], Callable]:
         """Record the loss and gradient: the parameters' names, whether the loss depends on
@@ -181,7 +184,7 @@ class _PrecomputedGradient(torch.autograd.Function):
         return None, None, *(None if g is None else g * grad_output for g in grads)
 
 
-def _weak(fn: Callable, callback: Callable) -> weakref.ref:
+def _weak(fn: Callable, callback: Callable | None = None) -> weakref.ref:
     """A weak reference to a model or guide (a bound method's to its object and function)."""
     return weakref.WeakMethod(fn, callback) if inspect.ismethod(fn) else weakref.ref(fn, callback)
 

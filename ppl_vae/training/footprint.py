@@ -30,6 +30,12 @@ def step_bytes(model: nn.Module, guide: nn.Module, config: ModelConfig, train: T
     return FLOAT_BYTES * (4 * parameters + 2 * pairs * per_pair)
 
 
+def pass_bytes(pairs: int, datapoint_size: int) -> int:
+    """A generous estimate of one evaluation pass's memory in bytes: the decoder's output and
+    the likelihood's temporaries for ``pairs`` (datapoint, sample) pairs of ``datapoint_size`` values."""
+    return 8 * FLOAT_BYTES * pairs * datapoint_size
+
+
 def available_bytes(device: torch.device) -> int:
     """The memory of the device: the GPU's free memory, or the machine's physical memory."""
     if device.type == "cuda":
