@@ -7,7 +7,7 @@ import pytest
 
 PACKAGE = Path(__file__).parent.parent / "ppl_vae"
 # lowest first; a module may import its own layer and the layers before it
-LAYERS = ("distributions", "nn", "guides", "models", "infer", "data", "training", "cli")
+LAYERS = ("distributions", "nn", "guides", "priors", "models", "infer", "data", "training", "cli")
 MAX_LINES = 320
 
 

@@ -37,17 +37,20 @@ import yaml
 from ppl_vae.cli.arguments import UsageError
 from ppl_vae.training.config import CheckpointOptions, TrainConfig
 
-GUIDE_OPTIONS = "model.guide_options"
+GUIDE_OPTIONS, PRIOR_OPTIONS = "model.guide_options", "model.prior_options"
 # each flag's destination -> (section of the file, key in that section); "" is the top level
 #: Each flag's destination -> (section of the file, key in that section).
 FLAGS: dict[str, tuple[str, str]] = {
     "dataset": ("", "dataset"), "data_dir": ("", "data_dir"), "validation_size": ("", "validation_size"),
     "device": ("", "device"), "init_from": ("init_from", "path"), "tensorboard": ("", "tensorboard"),
     **{name: ("model", name) for name in ("network", "hidden_dims", "activation", "z_dim", "likelihood", "guide",
-                                          "conditional", "learned_prior", "visible_quadrants", "quadrant_layout")},
+                                          "model", "conditional", "learned_prior", "visible_quadrants",
+                                          "quadrant_layout", "prior", "z_dims", "layer_widths", "layer_guides")},
     "num_flows": (GUIDE_OPTIONS, "num_flows"), "flow_hidden_dims": (GUIDE_OPTIONS, "hidden_dims"),
     "context_dim": (GUIDE_OPTIONS, "context_dim"), "stable": (GUIDE_OPTIONS, "stable"),
     "permutation": (GUIDE_OPTIONS, "permutation"),
+    "num_components": (PRIOR_OPTIONS, "num_components"), "num_pseudo_inputs": (PRIOR_OPTIONS, "num_pseudo_inputs"),
+    "prior_flows": (PRIOR_OPTIONS, "num_flows"), "prior_hidden_dims": (PRIOR_OPTIONS, "hidden_dims"),
     **{f.name: ("train", f.name) for f in fields(TrainConfig)},
     **{("checkpoint_" + f.name if f.name.startswith("every") else "keep_checkpoints" if f.name == "keep" else f.name):
        ("checkpoints", f.name) for f in fields(CheckpointOptions)},
@@ -65,7 +68,11 @@ def flag_of(section: str, key: str) -> str:
 
 
 def flag_of_field(field: str) -> str:
-    """The ``--flag`` of a config field (the model's ``hidden_dims`` rather than a guide option's)."""
+    """The ``--flag`` of a config field (the model's ``hidden_dims`` rather than a guide option's);
+    ``prior_options.num_flows`` names an option of the prior."""
+    if "." in field:
+        options, key = field.split(".", 1)
+        return flag_of(f"model.{options}", key)
     section = next((where for where, key in FLAGS.values() if key == field), "")
     return flag_of(section, field)
 
@@ -100,10 +107,10 @@ def _collect(path: Path, section: str, values: dict, settings: dict[str, Any]) -
             continue
         if (section, key) in PLACES:
             settings[PLACES[section, key]] = tuple(value) if isinstance(value, list) else value
+        elif isinstance(value, dict) and any(s == where or s.startswith(where + ".") for s, _ in FLAGS.values()):
+            _collect(path, where, value, settings)  # a section ([model] rather than the flag model = "...")
         elif not section and key in FLAGS:  # a flag's name at the top level
             settings[key] = tuple(value) if isinstance(value, list) else value
-        elif isinstance(value, dict) and any(s == where or s.startswith(where + ".") for s, _ in FLAGS.values()):
-            _collect(path, where, value, settings)
         else:
             raise UsageError(f"--config {path}: unknown setting {where!r}; the settings are the flags of "
                              "'ppl-vae train' and the keys of a run's config.json")

@@ -16,19 +16,15 @@ import pyro
 import torch
 
 from ppl_vae.cli.arguments import UsageError, non_negative_int
-from ppl_vae.cli.config_file import FLAGS, flag_of, flag_of_field
+from ppl_vae.cli.config_file import flag_of_field
+from ppl_vae.cli.model_flags import add_model_arguments, given, model_config
 from ppl_vae.cli.run_directory import new_run_dir, read_config, run_configs
 from ppl_vae.cli.run_lock import RunLock, hold
 from ppl_vae.cli.training_run import run_training, write_run_config
 from ppl_vae.data import DATASETS, load_dataset
-from ppl_vae.guides import GUIDES
-from ppl_vae.guides.flow import PERMUTATIONS
 from ppl_vae.infer.elbos import ELBOS
 from ppl_vae.models.config import ConfigError, ModelConfig, build_pair
-from ppl_vae.models.quadrants import QUADRANT_LAYOUTS, VISIBLE_QUADRANTS
 from ppl_vae.models.registry import MODELS
-from ppl_vae.nn.likelihoods import LIKELIHOODS
-from ppl_vae.nn.networks import ACTIVATIONS, NETWORKS
 from ppl_vae.training.checkpoints import CheckpointError, warm_start
 from ppl_vae.training.config import (
     ON_NAN,
@@ -52,33 +48,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="mnist-sample", choices=DATASETS, metavar="NAME",
                    help=f"one of {', '.join(DATASETS)} (default: mnist-sample, shipped with the package)")
     p.add_argument("--data-dir", default="data", help="torchvision's data folder (default: ./data)")
-    p.add_argument("--network", choices=NETWORKS, help=f"encoder/decoder family (default: {M.network})")
-    p.add_argument("--hidden-dims", type=int, nargs="+",
-                   help=f"hidden widths of the encoder; the decoder mirrors them (default: {M.hidden_dims})")
-    p.add_argument("--activation", choices=tuple(ACTIVATIONS), metavar="NAME",
-                   help=f"one of {', '.join(ACTIVATIONS)} (default: {M.activation})")
-    p.add_argument("--z-dim", type=int, help=f"latent dimension (default: {M.z_dim})")
-    p.add_argument("--likelihood", default="auto", choices=("auto", *LIKELIHOODS), metavar="NAME",
-                   help=f"auto or one of {', '.join(LIKELIHOODS)}; auto is bernoulli for binary data, "
-                   "else the model's grayscale likelihood (continuous-bernoulli)")
-    p.add_argument("--guide", choices=tuple(GUIDES), metavar="NAME",
-                   help=f"one of {', '.join(GUIDES)} (default: {M.guide})")
-    flows = p.add_argument_group("flow guides (planar, iaf)")
-    flows.add_argument("--num-flows", type=int, help="flow steps (default: 2 for iaf, 8 for planar)")
-    flows.add_argument("--flow-hidden-dims", type=int, nargs="+", help="hidden widths of each step's network")
-    flows.add_argument("--context-dim", type=int, help="width of the context h(x)")
-    flows.add_argument("--stable", action=argparse.BooleanOptionalAction, help="iaf: the sigmoid ('stable') update")
-    flows.add_argument("--permutation", choices=PERMUTATIONS,
-                       help="order of the coordinates between steps (default: reverse for iaf, none for planar)")
-    conditional = p.add_argument_group("conditional models")
-    conditional.add_argument("--conditional", choices=tuple(MODELS),
-                             help="label: p(x|z,y) with class labels; quadrants: complete MNIST digits")
-    conditional.add_argument("--learned-prior", action=argparse.BooleanOptionalAction, help="label: learn p(z|y)")
-    conditional.add_argument("--visible-quadrants", type=int, choices=VISIBLE_QUADRANTS,
-                             help="quadrants: how many quadrants are visible (default 2)")
-    conditional.add_argument("--quadrant-layout", choices=QUADRANT_LAYOUTS,
-                             help="quadrants: pyro (default; generation net on z, recognition net on the filled-in "
-                                  "digit) or visible (generation net also sees x_visible)")
+    add_model_arguments(p)
     runs = p.add_argument_group("checkpoints and faults")
     runs.add_argument("--resume", type=Path, metavar="RUN_DIR",
                       help="go on from the run's newest good checkpoint (its settings are the run's; --epochs "
@@ -144,44 +114,6 @@ def check_data(likelihood, data) -> None:
         raise UsageError(f"dataset {data.name!r}: {problem}")
 
 
-def given(args: argparse.Namespace, section: str) -> dict:
-    """The settings of one section of the configs that the flags (or the config file) gave."""
-    return {key: getattr(args, flag) for flag, (where, key) in FLAGS.items() if where == section and hasattr(args, flag)}
-
-
-def guide_options(args: argparse.Namespace, guide: str) -> dict:
-    """The guide's own options from the flags; flow flags with a non-flow guide are an error."""
-    options = {key: value for key, value in given(args, "model.guide_options").items() if value is not None}
-    options = {key: value for key, value in options.items() if not (key == "stable" and value is False)}
-    if guide not in ("planar", "iaf"):
-        if options:
-            raise UsageError(f"{flag_of('model.guide_options', next(iter(options)))} is an option of the flow guides "
-                             f"(planar, iaf), not of {guide!r}")
-        return {}
-    if guide == "planar" and "stable" in options:
-        raise UsageError("--stable is an option of the iaf guide only")
-    if "hidden_dims" in options:
-        options["hidden_dims"] = tuple(options["hidden_dims"])
-    return options
-
-
-def model_config(args: argparse.Namespace, data) -> ModelConfig:
-    """The model config from the flags and the dataset; a model's own options need that model."""
-    settings = given(args, "model")
-    entry = MODELS[settings.get("conditional", M.conditional)]
-    for name in sorted({option for other in MODELS.values() for option in other.options}):
-        if settings.get(name, getattr(M, name)) not in (None, getattr(M, name)) and name not in entry.options:
-            owner = next(model for model, other in MODELS.items() if name in other.options)
-            raise UsageError(f"{flag_of('model', name)} needs --conditional {owner}")
-    entry.check_data(data)
-    settings = {**(entry.defaults or {}), **{k: v for k, v in settings.items() if v is not None}}
-    settings.update(entry.from_data(data))
-    if settings.get("likelihood", "auto") == "auto":
-        settings["likelihood"] = "bernoulli" if data.is_binary else entry.grayscale_likelihood
-    guide = settings.get("guide", M.guide)
-    return ModelConfig(event_shape=data.event_shape, guide_options=guide_options(args, guide), **settings)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     """``ppl-vae train``: a config error names the flag (or, for a run's own config, the file)."""
     try:
@@ -229,6 +161,9 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
     data = load_dataset(args.dataset, args.data_dir, device, args.validation_size)
     check_trainable(train_config, data, distributed)
     config = model_config(args, data)
+    if train_config.elbo == "mean-field" and not MODELS[config.model].mean_field:
+        raise UsageError(f"--elbo mean-field is biased for --model {config.model} (its guide's layers depend on each "
+                         "other's draws); choose trace or iwae")
     model, guide = build_on_device(config, train_config.seed, device, distributed)
     init_path = getattr(args, "init_from", None)
     try:

@@ -34,6 +34,11 @@ class AmortizedGuide(nn.Module):
         """q(z|x) for a batch: batch shape ``(batch,)``, event shape ``(z_dim,)``."""
         raise NotImplementedError
 
+    def base_distribution(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> dist.TorchDistribution:
+        """The Gaussian part of q(z|x): q itself for Gaussian guides, the base before the flow
+        steps for flow guides (what the VampPrior mixes, :class:`~ppl_vae.priors.vamp.VampPrior`)."""
+        return self.distribution(x, condition)
+
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """The Pyro guide. :returns: the sampled ``z``, ``(batch, z_dim)``."""
         register("guide", self)

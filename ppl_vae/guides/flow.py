@@ -70,6 +70,11 @@ class FlowGuide(DiagonalNormalGuide):
                 transforms.append(Permute(order))
         return transforms
 
+    def base_distribution(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> dist.TorchDistribution:
+        """The diagonal Gaussian q_0(z_0|x) before the flow steps."""
+        loc, scale = self.loc_scale(x, condition)
+        return dist.Normal(loc, scale).to_event(1)
+
     def distribution(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> dist.TorchDistribution:
         h = self.features(x, condition)
         base = dist.Normal(self.loc_head(h), self.log_scale_head(h).exp()).to_event(1)

@@ -53,8 +53,15 @@ def kl_diagonal_diagonal(
     :returns: ``(...,)``, the sum over the last dimension of
         ``log(scale_p/scale_q) + (scale_q^2 + (loc_q - loc_p)^2) / (2 scale_p^2) - 1/2``.
     """
+    return kl_diagonal_diagonal_per_dim(loc_q, scale_q, loc_p, scale_p).sum(-1)
+
+
+def kl_diagonal_diagonal_per_dim(
+    loc_q: torch.Tensor, scale_q: torch.Tensor, loc_p: torch.Tensor, scale_p: torch.Tensor
+) -> torch.Tensor:
+    """The KL of :func:`kl_diagonal_diagonal`, one term per latent dimension: ``(..., d)``."""
     ratio = (scale_q / scale_p) ** 2
-    return 0.5 * (ratio + ((loc_q - loc_p) / scale_p) ** 2 - 1.0 - ratio.log()).sum(-1)
+    return 0.5 * (ratio + ((loc_q - loc_p) / scale_p) ** 2 - 1.0 - ratio.log())
 
 
 def kl_full_rank_standard(loc: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
@@ -115,6 +122,45 @@ def guide_gaussian(guide: nn.Module, x: torch.Tensor, *condition) -> tuple[torch
     raise TypeError(f"{type(guide).__name__} is not Gaussian: its KL has no closed form; use a Monte Carlo reference")
 
 
+def gaussian_prior(model: nn.Module, x: torch.Tensor, *condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loc, scale)`` of the model's diagonal Gaussian prior p(z) (or p(z|condition)), each ``(batch, d)``.
+
+    :raises TypeError: if the prior is not a diagonal Gaussian (a mixture, a VampPrior, a flow),
+        or the model has no single latent site ``"z"`` with a ``prior``: no closed-form KL.
+    """
+    import pyro.distributions as dist
+
+    if not callable(getattr(model, "prior", None)):
+        raise TypeError(f"{type(model).__name__} has no single Gaussian prior: its KL has no closed form")
+    prior = model.prior(len(x), x, *condition)  # the model's arguments are (x, *condition)
+    prior = prior.base_dist if isinstance(prior, dist.Independent) else prior
+    if not isinstance(prior, dist.Normal):
+        raise TypeError(f"the prior {type(prior).__name__} is not Gaussian: its KL has no closed form")
+    return prior.loc, prior.scale
+
+
+def closed_form_kl(model: nn.Module, loc: torch.Tensor, scale_tril: torch.Tensor, x: torch.Tensor,
+                   *condition: torch.Tensor) -> torch.Tensor:
+    """KL(N(loc, L L^T) || p(z)) per datapoint and latent dimension ``(batch, d)`` for the model's
+    Gaussian prior (for a full-rank guide, the total sits in the last column, the rest are 0).
+
+    :raises TypeError: where no closed form exists (:func:`gaussian_prior`), or for a full-rank
+        guide against a learned prior.
+    """
+    prior_loc, prior_scale = gaussian_prior(model, x, *condition)
+    scale = scale_tril.diagonal(dim1=-2, dim2=-1)
+    diagonal = torch.equal(scale_tril, torch.diag_embed(scale))
+    standard = bool((prior_loc == 0).all() and (prior_scale == 1).all())
+    if diagonal:
+        if standard:
+            return kl_diagonal_standard_per_dim(loc, scale)
+        return kl_diagonal_diagonal_per_dim(loc, scale, prior_loc, prior_scale)
+    if not standard:
+        raise TypeError("a learned prior is supported for diagonal guides only")
+    total = kl_full_rank_standard(loc, scale_tril)
+    return torch.cat([torch.zeros_like(loc[..., :-1]), total.unsqueeze(-1)], dim=-1)
+
+
 def closed_form_elbo(
     model: nn.Module, guide: nn.Module, x: torch.Tensor, *condition: torch.Tensor, num_samples: int = 1000,
     noise: Callable[[int, torch.Tensor], torch.Tensor] | None = None, chunk_size: int | None = None,
@@ -137,21 +183,8 @@ def closed_form_elbo(
     :param chunk_size: draws per pass (default all): memory grows with ``chunk_size * batch``.
     :returns: :class:`ELBOEstimate` of tensors ``(batch,)``.
     """
-    import pyro.distributions as dist
-
     loc, scale_tril = guide_gaussian(guide, x, *condition)
-    diagonal = torch.equal(scale_tril, torch.diag_embed(scale_tril.diagonal(dim1=-2, dim2=-1)))
-    prior = model.prior(len(x), x, *condition)  # the model's arguments are (x, *condition)
-    prior = prior.base_dist if isinstance(prior, dist.Independent) else prior
-    standard = bool((prior.loc == 0).all() and (prior.scale == 1).all())
-    if not standard:
-        if not diagonal:
-            raise TypeError("a learned prior is supported for diagonal guides only")
-        kl = kl_diagonal_diagonal(loc, scale_tril.diagonal(dim1=-2, dim2=-1), prior.loc, prior.scale)
-    elif diagonal:
-        kl = kl_diagonal_standard(loc, scale_tril.diagonal(dim1=-2, dim2=-1))
-    else:
-        kl = kl_full_rank_standard(loc, scale_tril)
+    kl = closed_form_kl(model, loc, scale_tril, x, *condition).sum(-1)
     linear_gaussian = getattr(model, "linear_gaussian_params", lambda: None)()
     if linear_gaussian is not None:
         weight, bias, sigma = linear_gaussian

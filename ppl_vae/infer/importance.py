@@ -52,8 +52,8 @@ class PerDatapoint(NamedTuple):
 def estimate_log_likelihood(
     model: nn.Module, guide: nn.Module, x: torch.Tensor, *args, num_samples: int = 5000,
     batch_size: int = 2, chunk_size: int = 2000, seed: int = 0, progress=None, first_index: int = 0,
-) -> tuple[PerDatapoint, torch.Tensor]:
-    """The importance-sampled log p(x) per datapoint, and the guide's mean E_q[z|x].
+) -> tuple[PerDatapoint, dict[str, torch.Tensor]]:
+    """The importance-sampled log p(x) per datapoint, and the guide's mean of every latent site.
 
     :param x: ``(N, *event_shape)``; further ``args`` (conditions) are split alongside.
     :param num_samples: K, importance samples per datapoint.
@@ -62,20 +62,20 @@ def estimate_log_likelihood(
     :param seed: seed of the per-datapoint noise generators.
     :param first_index: the index of ``x[0]`` in the whole set (its generator's seed), so that
         a shard of a set gets the same noise as the whole set.
-    :returns: :class:`PerDatapoint` and ``E_q[z|x]`` ``(N, z_dim)`` (the latent site ``"z"``),
-        estimated from the same K draws.
+    :returns: :class:`PerDatapoint` and, by site name (``"z"``, or ``"z1"``, ``"z2"``, ... for
+        a hierarchical model), ``E_q[z|x]`` ``(N, site_dim)``, estimated from the same K draws.
     """
     for name, value in (("num_samples", num_samples), ("batch_size", batch_size), ("chunk_size", chunk_size)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
-    log_px, elbo, z_mean = [], [], []
+    log_px, elbo, means = [], [], {}
     with registration_skipped(), pyro.validation_enabled(False):
         for start in range(0, len(x), batch_size):
             stop = min(start + batch_size, len(x))
             generators = [torch.Generator().manual_seed(seed * 1_000_003 + first_index + i) for i in range(start, stop)]
             batch_args = [a[start:stop] for a in args]
             log_sum = torch.full((stop - start,), -math.inf, dtype=x.dtype, device=x.device)
-            weight_sum, z_sum = 0.0, 0.0
+            weight_sum, sums = 0.0, {}
             for k in range(0, num_samples, chunk_size):
                 particles = min(chunk_size, num_samples - k)
                 with PerDatapointNoise(generators):
@@ -84,13 +84,16 @@ def estimate_log_likelihood(
                     )
                 log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, 0))
                 weight_sum = weight_sum + log_w.sum(0)
-                z_sum = z_sum + latents["z"].sum(0)
+                for site, value in latents.items():
+                    value = value.reshape(value.shape[:2] + (-1,))  # (particles, batch, site_dim)
+                    sums[site] = sums.get(site, 0.0) + value.sum(0)
             log_px.append(log_sum - math.log(num_samples))
             elbo.append(weight_sum / num_samples)
-            z_mean.append(z_sum / num_samples)
+            for site, total in sums.items():
+                means.setdefault(site, []).append(total / num_samples)
             if progress is not None:
                 progress.update(stop - start)
-    return PerDatapoint(torch.cat(log_px), torch.cat(elbo)), torch.cat(z_mean)
+    return PerDatapoint(torch.cat(log_px), torch.cat(elbo)), {site: torch.cat(m) for site, m in means.items()}
 
 
 def active_units(posterior_mean: torch.Tensor, threshold: float = 0.01) -> torch.Tensor:
@@ -115,29 +118,25 @@ class Summary(NamedTuple):
 
 
 @torch.no_grad()
-def mean_kl(guide: nn.Module, x: torch.Tensor, *args, batch_size: int = 100) -> dict[str, float]:
-    """The closed-form KL(q(z|x) || N(0, I)) averaged over datapoints: ``{"kl": ...}``, plus
-    ``kl_z0, kl_z1, ...`` per latent dimension for diagonal guides; ``{}`` for non-Gaussian guides.
+def mean_kl(model: nn.Module, guide: nn.Module, x: torch.Tensor, *args, batch_size: int = 100) -> dict[str, float]:
+    """The closed-form KL(q(z|x) || p(z)) averaged over datapoints: ``{"kl": ...}``, plus
+    ``kl_z0, kl_z1, ...`` per latent dimension for diagonal guides; ``{}`` where there is no
+    closed form (flow guides; mixture, VampPrior and flow priors; several latent layers).
     """
-    from ppl_vae.infer.closed_form import (
-        guide_gaussian,
-        kl_diagonal_standard_per_dim,
-        kl_full_rank_standard,
-    )
+    from ppl_vae.infer.closed_form import closed_form_kl, guide_gaussian
 
     totals, per_dim = [], []
     with registration_skipped():
         for i in range(0, len(x), batch_size):
+            xs, conditions = x[i:i + batch_size], [a[i:i + batch_size] for a in args]
             try:
-                loc, scale_tril = guide_gaussian(guide, x[i:i + batch_size], *[a[i:i + batch_size] for a in args])
+                loc, scale_tril = guide_gaussian(guide, xs, *conditions)
+                kl = closed_form_kl(model, loc, scale_tril, xs, *conditions)
             except (TypeError, AttributeError):
-                return {}  # a flow guide: no closed-form KL
-            scale = scale_tril.diagonal(dim1=-2, dim2=-1)
-            if torch.equal(scale_tril, torch.diag_embed(scale)):
-                per_dim.append(kl_diagonal_standard_per_dim(loc, scale))
-                totals.append(per_dim[-1].sum(-1))
-            else:
-                totals.append(kl_full_rank_standard(loc, scale_tril))
+                return {}
+            totals.append(kl.sum(-1))
+            if torch.equal(scale_tril, torch.diag_embed(scale_tril.diagonal(dim1=-2, dim2=-1))):
+                per_dim.append(kl)
     result = {"kl": torch.cat(totals).mean().item()}
     if len(per_dim) == len(totals):
         result.update({f"kl_z{u}": value for u, value in enumerate(torch.cat(per_dim).mean(0).tolist())})

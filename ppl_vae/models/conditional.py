@@ -16,6 +16,7 @@ from torchvision.utils import make_grid
 from ppl_vae.guides import make_guide
 from ppl_vae.models.vae import VAE
 from ppl_vae.nn.networks import make_networks, mlp
+from ppl_vae.priors import Prior, make_prior
 
 
 def one_hot(labels: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -49,12 +50,15 @@ class LabelConditionalVAE(VAE):
     :param event_shape: the shape of one datapoint.
     :param num_classes: the number of classes.
     :param likelihood: the likelihood's name.
-    :param learned_prior: learn p(z | y) = N(loc(y), scale(y)) instead of N(0, I).
+    :param learned_prior: learn p(z | y) = N(loc(y), scale(y)) instead of the prior p(z).
+    :param prior: p(z) when the prior is not learned per class (default N(0, I)).
     """
 
     def __init__(self, decoder: nn.Module, z_dim: int, event_shape: Sequence[int], num_classes: int,
-                 likelihood: str = "bernoulli", learned_prior: bool = False) -> None:
-        super().__init__(decoder, z_dim, event_shape, likelihood, condition_dim=num_classes)
+                 likelihood: str = "bernoulli", learned_prior: bool = False, prior: Prior | None = None) -> None:
+        super().__init__(decoder, z_dim, event_shape, likelihood, condition_dim=num_classes, prior=prior)
+        if learned_prior and prior is not None:
+            raise ValueError("a learned p(z|y) replaces the prior p(z): give one of them")
         self.num_classes = num_classes
         self.prior_net = GaussianNet(num_classes, z_dim) if learned_prior else None
 
@@ -85,9 +89,13 @@ def build_label_pair(config) -> tuple[LabelConditionalVAE, nn.Module]:
         raise ValueError(f"label conditioning needs at least 2 classes, got {config.num_classes}")
     encoder, decoder = make_networks(config.network, config.event_shape, config.z_dim, config.hidden_dims,
                                      config.activation, condition_dim=config.num_classes)
+    guide = make_guide(config.guide, encoder, config.z_dim, **config.guide_options)
+    if config.learned_prior and config.prior != "standard":
+        raise ValueError(f"--learned-prior learns p(z|y) per class; it does not combine with --prior {config.prior}")
+    prior = None if config.prior == "standard" else make_prior(config.prior, config.z_dim, guide, **config.prior_options)
     model = LabelConditionalVAE(decoder, config.z_dim, config.event_shape, config.num_classes, config.likelihood,
-                                config.learned_prior)
-    return model, make_guide(config.guide, encoder, config.z_dim, **config.guide_options)
+                                config.learned_prior, prior)
+    return model, guide
 
 
 def check_label_data(data) -> None:

@@ -1,4 +1,5 @@
-"""The models by name: what ``ModelConfig.conditional`` (``--conditional``) chooses.
+"""The models by name: what ``ModelConfig.model`` (``--model``, or ``--conditional`` for the
+conditional ones) chooses.
 
 Adding a model is one file holding its Pyro program (a :class:`~ppl_vae.models.base.Model`)
 and a builder, plus one entry here.
@@ -10,6 +11,7 @@ from typing import NamedTuple
 from torch import nn
 
 from ppl_vae.models.conditional import build_label_pair, check_label_data
+from ppl_vae.models.hierarchical import build_hierarchical_pair
 from ppl_vae.models.quadrants import build_quadrant_pair, check_quadrant_data
 from ppl_vae.models.vae import build_vae_pair
 
@@ -33,6 +35,12 @@ class ModelEntry(NamedTuple):
     :param check_data: raises ValueError, naming the dataset, if the model cannot fit it.
     :param grayscale_likelihood: the likelihood ``--likelihood auto`` picks for grayscale data.
     :param from_data: the options the dataset fixes, e.g. the number of classes.
+    :param priors: the priors (:data:`ppl_vae.priors.PRIORS`) it takes; None: all of them.
+    :param unused: the common fields it does not read (giving them on the command line is an error).
+    :param conditional: chosen with ``--conditional`` rather than ``--model``.
+    :param mean_field: ``TraceMeanField_ELBO`` is valid for it: false where a guide's site
+        depends on a sample that the model's prior of that site conditions on (the
+        hierarchical model's q(z2|z1) against p(z1|z2)), which biases its analytic KL.
     """
 
     build: Callable[..., tuple[nn.Module, nn.Module]]
@@ -41,13 +49,20 @@ class ModelEntry(NamedTuple):
     check_data: Callable[..., None] = any_data
     grayscale_likelihood: str = "continuous-bernoulli"
     from_data: Callable[..., dict] = nothing_from_data
+    priors: tuple[str, ...] | None = None
+    unused: tuple[str, ...] = ()
+    conditional: bool = False
+    mean_field: bool = True
 
 
-#: The models by their ``ModelConfig.conditional`` name.
+#: The models by their ``ModelConfig.model`` name.
 MODELS: dict[str, ModelEntry] = {
-    "none": ModelEntry(build_vae_pair),
+    "vae": ModelEntry(build_vae_pair),
+    "hierarchical": ModelEntry(build_hierarchical_pair, ("z_dims", "layer_widths", "layer_guides"),
+                               {"activation": "tanh"}, unused=("z_dim", "hidden_dims"), mean_field=False),
     "label": ModelEntry(build_label_pair, ("num_classes", "learned_prior"), check_data=check_label_data,
-                        from_data=lambda data: {"num_classes": data.num_classes}),
+                        from_data=lambda data: {"num_classes": data.num_classes}, priors=("standard", "mixture", "flow"),
+                        conditional=True),
     "quadrants": ModelEntry(build_quadrant_pair, ("visible_quadrants", "quadrant_layout"), {"visible_quadrants": 2},
-                            check_quadrant_data, "bce-grayscale"),
+                            check_quadrant_data, "bce-grayscale", priors=("standard",), conditional=True),
 }

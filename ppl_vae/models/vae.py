@@ -20,12 +20,12 @@ import torch
 from torch import nn
 from torchvision.utils import make_grid
 
-from ppl_vae.distributions.standard_normal import StandardNormal
 from ppl_vae.guides import make_guide
 from ppl_vae.models.base import Model
 from ppl_vae.nn.likelihoods import Likelihood, make_likelihood
 from ppl_vae.nn.networks import make_networks
 from ppl_vae.nn.registration import register, registration_skipped
+from ppl_vae.priors import Prior, StandardNormalPrior, make_prior
 
 
 class VAE(Model):
@@ -38,6 +38,7 @@ class VAE(Model):
     :param likelihood: a name from :data:`ppl_vae.nn.likelihoods.LIKELIHOODS` or a
         :class:`~ppl_vae.nn.likelihoods.Likelihood`.
     :param condition_dim: width of the condition the decoder takes (0: unconditional).
+    :param prior: p(z), a :class:`~ppl_vae.priors.base.Prior` (default N(0, I)).
 
     Example::
 
@@ -54,6 +55,7 @@ class VAE(Model):
         event_shape: Sequence[int],
         likelihood: str | Likelihood = "bernoulli",
         condition_dim: int = 0,
+        prior: Prior | None = None,
     ) -> None:
         super().__init__()
         if z_dim < 1:
@@ -63,6 +65,9 @@ class VAE(Model):
         self.event_shape = tuple(event_shape)
         self.condition_dim = condition_dim
         self.likelihood = make_likelihood(likelihood, event_shape) if isinstance(likelihood, str) else likelihood
+        self.z_prior = StandardNormalPrior(z_dim) if prior is None else prior
+        if self.z_prior.z_dim != z_dim:
+            raise ValueError(f"the prior is over {self.z_prior.z_dim} dimensions, the model's z_dim is {z_dim}")
 
     def arguments(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """The model's (and guide's) arguments for a batch of a dataset: ``(x,)`` here."""
@@ -83,9 +88,8 @@ class VAE(Model):
             raise ValueError(f"the condition has width {condition[0].shape[-1]}, the model expects {self.condition_dim}")
 
     def prior(self, batch_size: int, like: torch.Tensor, *condition: torch.Tensor) -> dist.TorchDistribution:
-        """The prior N(0, I) over ``(batch_size, z_dim)``, on ``like``'s device and dtype."""
-        loc = like.new_zeros(batch_size, self.z_dim)
-        return StandardNormal(loc, torch.ones_like(loc)).to_event(1)
+        """p(z) over ``(batch_size, z_dim)`` (:attr:`z_prior`), on ``like``'s device and dtype."""
+        return self.z_prior(batch_size, like)
 
     def observation(self, z: torch.Tensor, *condition: torch.Tensor) -> dist.TorchDistribution:
         """p(x|z) (given the condition, if any): the likelihood of the decoder's output."""
@@ -134,8 +138,7 @@ class VAE(Model):
         its reconstructions)."""
         _, *condition = self.arguments(images, labels)
         recon = self.reconstruct(guide, images, *condition)
-        return {"samples.png": self.sample_grid(images),
-                "reconstructions.png": make_grid(torch.cat([images, recon]).clamp(0, 1), nrow=8)}
+        return {"samples.png": self.sample_grid(images), "reconstructions.png": reconstruction_grid(images, recon)}
 
     @torch.no_grad()
     def sample_grid(self, like: torch.Tensor) -> torch.Tensor:
@@ -143,9 +146,19 @@ class VAE(Model):
         return make_grid(self.generate(64, like).clamp(0, 1), nrow=8)
 
 
+def reconstruction_grid(images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+    """A batch of images above its reconstructions, 8 a row."""
+    return make_grid(torch.cat([images, reconstructions]).clamp(0, 1), nrow=8)
+
+
 def build_vae_pair(config) -> tuple[VAE, nn.Module]:
-    """The VAE of a :class:`~ppl_vae.models.config.ModelConfig` and its guide, with fresh weights."""
+    """The VAE of a :class:`~ppl_vae.models.config.ModelConfig` and its guide, with fresh weights.
+
+    The guide is built first and the prior on it (the VampPrior shares the guide's encoder),
+    so loading the run's two state dicts restores both.
+    """
     encoder, decoder = make_networks(config.network, config.event_shape, config.z_dim, config.hidden_dims,
                                      config.activation)
-    model = VAE(decoder, config.z_dim, config.event_shape, config.likelihood)
-    return model, make_guide(config.guide, encoder, config.z_dim, **config.guide_options)
+    guide = make_guide(config.guide, encoder, config.z_dim, **config.guide_options)
+    prior = make_prior(config.prior, config.z_dim, guide, **config.prior_options)
+    return VAE(decoder, config.z_dim, config.event_shape, config.likelihood, prior=prior), guide

@@ -68,23 +68,28 @@ def evaluation_table(
     group = process_group(distributed)
     start = time.perf_counter()
     first, size = group.shard_bounds(len(x))
-    per_datapoint, z_mean = estimate_log_likelihood(
+    per_datapoint, means = estimate_log_likelihood(
         model, guide, x[first:first + size], *[a[first:first + size] for a in args], num_samples=num_samples,
         batch_size=batch_size, chunk_size=chunk_size, seed=seed, progress=progress, first_index=first,
     )
-    log_likelihood, elbo, z_mean = group.gather_rows([*per_datapoint, z_mean])  # every rank's rows, in order
+    sites = list(means)
+    log_likelihood, elbo, *site_means = group.gather_rows([*per_datapoint, *means.values()])  # every rank's rows
     per_datapoint = PerDatapoint(log_likelihood, elbo)
     seconds = time.perf_counter() - start
     nll, elbo = Summary.of(-per_datapoint.log_likelihood), Summary.of(per_datapoint.elbo)
     dims = getattr(model, "observed_dims", None) or math.prod(x.shape[1:])  # a Model says; else every pixel
-    active = active_units(z_mean)
+    active = {site: active_units(mean) for site, mean in zip(sites, site_means)}
     row = {
         "num_datapoints": len(x), "num_samples": num_samples,
         "nll": nll.mean, "nll_std_error": nll.std_error,
         "bits_per_dim": nll.mean / (dims * math.log(2)), "elbo": elbo.mean, "elbo_std_error": elbo.std_error,
-        "active_units": int(active.sum()), "z_dim": z_mean.shape[-1],
+        "active_units": sum(int(mask.sum()) for mask in active.values()),
+        "z_dim": sum(mask.numel() for mask in active.values()),
         "kl": math.nan, "seconds": seconds,
         "pairs_per_s": len(x) * num_samples / seconds,
     }
-    row.update(mean_kl(guide, x, *args, batch_size=batch_size))
+    if len(sites) > 1:  # several latent layers: active units per layer too
+        row.update({f"active_units_{site}": int(mask.sum()) for site, mask in active.items()})
+        row.update({f"{site}_dim": mask.numel() for site, mask in active.items()})
+    row.update(mean_kl(model, guide, x, *args, batch_size=batch_size))
     return row

@@ -185,7 +185,7 @@ def test_label_conditional_run(tmp_path):
                  "--no-progress"]) == 0
     assert {p.name for p in out.iterdir()} == RUN_FILES
     model, guide, config = load_pair(out)
-    assert config.conditional == "label" and config.num_classes == 10 and config.learned_prior
+    assert config.model == "label" and config.num_classes == 10 and config.learned_prior
     assert main(["evaluate", str(out), "--num-samples", "10", "--num-datapoints", "20", "--no-progress"]) == 0
     assert pd.read_csv(out / "evaluation.csv")["nll"].notna().all()
 

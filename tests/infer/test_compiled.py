@@ -28,8 +28,13 @@ CASES = {
     "planar": ({"guide": "planar", "guide_options": {"num_flows": 2}}, {}),
     "full-rank": ({"guide": "full-rank"}, {}),
     "conv": ({"network": "conv"}, {}),
-    "label-cvae": ({"conditional": "label", "num_classes": 10, "learned_prior": True}, {}),
-    "quadrant-cvae": ({"conditional": "quadrants", "visible_quadrants": 1}, {}),
+    "label-cvae": ({"model": "label", "num_classes": 10, "learned_prior": True}, {}),
+    "quadrant-cvae": ({"model": "quadrants", "visible_quadrants": 1}, {}),
+    "mixture-prior": ({"prior": "mixture", "prior_options": {"num_components": 3}}, {}),
+    "vamp-prior-iaf": ({"prior": "vamp", "prior_options": {"num_pseudo_inputs": 4}, "guide": "iaf"}, {}),
+    "flow-prior-mean-field": ({"prior": "flow"}, {"elbo": "mean-field"}),
+    "hierarchical-iaf-iwae": ({"model": "hierarchical", "z_dims": (6, 3), "layer_widths": (16, 8), "guide": "iaf"},
+                              {"elbo": "iwae", "num_particles": 2}),
 }
 
 

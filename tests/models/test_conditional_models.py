@@ -19,12 +19,12 @@ def sample():
 
 
 def label_pair(guide="diag", learned_prior=True):
-    return build_pair(ModelConfig(z_dim=3, hidden_dims=(32,), conditional="label", num_classes=10,
+    return build_pair(ModelConfig(z_dim=3, hidden_dims=(32,), model="label", num_classes=10,
                                   learned_prior=learned_prior, guide=guide))
 
 
 def quadrant_pair(visible=2, guide="diag", layout="pyro"):
-    return build_pair(ModelConfig(z_dim=3, hidden_dims=(32,), conditional="quadrants", visible_quadrants=visible,
+    return build_pair(ModelConfig(z_dim=3, hidden_dims=(32,), model="quadrants", visible_quadrants=visible,
                                   likelihood="bernoulli", guide=guide, quadrant_layout=layout))
 
 
@@ -70,7 +70,7 @@ def test_quadrant_layouts_route_their_inputs():
 
 
 def test_runs_saved_before_the_layout_option_load_with_the_old_layout():
-    old = ModelConfig(conditional="quadrants", visible_quadrants=2).to_dict()
+    old = ModelConfig(model="quadrants", visible_quadrants=2).to_dict()
     del old["quadrant_layout"]
     assert ModelConfig.from_dict(old).quadrant_layout == "visible"
     assert ModelConfig.from_dict({**old, "quadrant_layout": "pyro"}).quadrant_layout == "pyro"
@@ -161,7 +161,7 @@ def test_label_conditional_conv_model_for_cifar_shaped_images():
     from ppl_vae import SVIStep
 
     model, guide = build_pair(ModelConfig(event_shape=(3, 32, 32), z_dim=4, network="conv", hidden_dims=(32,),
-                                          likelihood="continuous-bernoulli", conditional="label", num_classes=10))
+                                          likelihood="continuous-bernoulli", model="label", num_classes=10))
     images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     args = model.arguments(images, torch.arange(6))
     step = SVIStep(model, guide, Trace_ELBO())
