@@ -12,6 +12,7 @@ from ppl_vae.cli.arguments import UsageError
 from ppl_vae.cli.config_file import FLAGS, flag_of
 from ppl_vae.guides import GUIDES
 from ppl_vae.guides.flow import PERMUTATIONS
+from ppl_vae.guides.registry import FLOW_GUIDES
 from ppl_vae.models.config import ModelConfig, resolve_model
 from ppl_vae.models.quadrants import QUADRANT_LAYOUTS, VISIBLE_QUADRANTS
 from ppl_vae.models.registry import MODELS
@@ -75,16 +76,19 @@ def given(args: argparse.Namespace, section: str) -> dict:
     return {key: getattr(args, flag) for flag, (where, key) in FLAGS.items() if where == section and hasattr(args, flag)}
 
 
-def guide_options(args: argparse.Namespace, guide: str) -> dict:
-    """The guide's own options from the flags; flow flags with a non-flow guide are an error."""
+def guide_options(args: argparse.Namespace, guides: tuple[str, ...]) -> dict:
+    """The guides' own options from the flags; flow flags without a flow guide are an error.
+
+    :param guides: the guides in use (the hierarchical model's layers may differ).
+    """
     options = {key: value for key, value in given(args, "model.guide_options").items() if value is not None}
     options = {key: value for key, value in options.items() if not (key == "stable" and value is False)}
-    if guide not in ("planar", "iaf"):
+    if not set(guides) & set(FLOW_GUIDES):
         if options:
             raise UsageError(f"{flag_of('model.guide_options', next(iter(options)))} is an option of the flow guides "
-                             f"(planar, iaf), not of {guide!r}")
+                             f"({', '.join(FLOW_GUIDES)}), not of {' or '.join(map(repr, dict.fromkeys(guides)))}")
         return {}
-    if guide == "planar" and "stable" in options:
+    if "iaf" not in guides and "stable" in options:
         raise UsageError("--stable is an option of the iaf guide only")
     if "hidden_dims" in options:
         options["hidden_dims"] = tuple(options["hidden_dims"])
@@ -117,8 +121,8 @@ def model_config(args: argparse.Namespace, data) -> ModelConfig:
     settings.update(entry.from_data(data))
     if settings.get("likelihood", "auto") == "auto":
         settings["likelihood"] = "bernoulli" if data.is_binary else entry.grayscale_likelihood
-    guide = settings.get("guide", M.guide)
-    return ModelConfig(event_shape=data.event_shape, model=name, guide_options=guide_options(args, guide),
+    guides = tuple(settings.get("layer_guides") or ()) or (settings.get("guide", M.guide),)
+    return ModelConfig(event_shape=data.event_shape, model=name, guide_options=guide_options(args, guides),
                        prior_options=prior_options(args), **settings)
 
 

@@ -18,6 +18,10 @@ GUIDES: dict[str, Callable[..., AmortizedGuide]] = {
     "iaf": IAFGuide,
 }
 
+#: The guides that take the flow options (``num_flows``, ``hidden_dims``, ``context_dim``,
+#: ``permutation``; ``stable`` is the IAF's only).
+FLOW_GUIDES = ("planar", "iaf")
+
 
 def make_guide(name: str, encoder: nn.Module, z_dim: int, **options) -> AmortizedGuide:
     """Build a guide by name.

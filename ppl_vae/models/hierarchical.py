@@ -23,6 +23,7 @@ from torchvision.utils import make_grid
 
 from ppl_vae.guides import make_guide
 from ppl_vae.guides.base import AmortizedGuide
+from ppl_vae.guides.registry import FLOW_GUIDES
 from ppl_vae.models.base import Model
 from ppl_vae.models.conditional import GaussianNet
 from ppl_vae.models.vae import reconstruction_grid
@@ -131,9 +132,10 @@ class HierarchicalVAE(Model):
 def build_hierarchical_pair(config) -> tuple[HierarchicalVAE, HierarchicalGuide]:
     """The hierarchical VAE of a :class:`~ppl_vae.models.config.ModelConfig` and its guide.
 
-    Layer ``i`` has latent size ``config.z_dims[i]`` and ``config.depth`` deterministic layers
-    of width ``config.layer_widths[i]`` below it (Burda et al.: 2), in the guide and, mirrored,
-    in the model; ``config.layer_guides[i]`` (default ``config.guide``) is its guide.
+    Layer ``i`` has latent size ``config.z_dims[i]`` and two deterministic layers of width
+    ``config.layer_widths[i]`` below it (as Burda et al.), in the guide and, mirrored, in the
+    model; ``config.layer_guides[i]`` (default ``config.guide``) is its guide, and the flow
+    options of ``config.guide_options`` go to the layers with flow guides.
     """
     z_dims, widths = config.z_dims, config.layer_widths
     if len(widths) != len(z_dims):
@@ -141,14 +143,18 @@ def build_hierarchical_pair(config) -> tuple[HierarchicalVAE, HierarchicalGuide]
     names = config.layer_guides or (config.guide,) * len(z_dims)
     if len(names) != len(z_dims):
         raise ValueError(f"--layer-guides names {len(names)} guides for {len(z_dims)} stochastic layers (--z-dims)")
+
+    def layer_guide(name: str, encoder: nn.Module, size: int) -> AmortizedGuide:  # the flow options go to flow layers
+        options = {k: v for k, v in config.guide_options.items() if name == "iaf" or (name == "planar" and k != "stable")}
+        return make_guide(name, encoder, size, **(options if name in FLOW_GUIDES else {}))
+
     depth = 2
     encoder, decoder = make_networks(config.network, config.event_shape, z_dims[0], (widths[0],) * depth,
                                      config.activation)
-    guides = [make_guide(names[0], encoder, z_dims[0], **config.guide_options)]
+    guides = [layer_guide(names[0], encoder, z_dims[0])]
     conditionals = []
     for below, size, width, name in zip(z_dims, z_dims[1:], widths[1:], names[1:]):
-        guides.append(make_guide(name, MLPEncoder((below,), (width,) * depth, config.activation), size,
-                                 **config.guide_options))
+        guides.append(layer_guide(name, MLPEncoder((below,), (width,) * depth, config.activation), size))
         conditionals.append(GaussianNet(size, below, (width,) * depth, config.activation))
     prior = make_prior(config.prior, z_dims[-1], guides[-1], **config.prior_options)
     model = HierarchicalVAE(decoder, conditionals, prior, config.event_shape, config.likelihood)

@@ -1,0 +1,93 @@
+"""``ppl-vae train --prior`` and ``--model hierarchical`` end to end: training, evaluation, check,
+kill and resume, and their bad input."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+from test_reliability import ppl_vae
+from test_train_command import assert_usage_error
+
+from ppl_vae import load_pair
+from ppl_vae.cli.main import main
+from ppl_vae.priors import PRIORS
+
+SMALL = ["--dataset", "binarized-mnist-sample", "--z-dim", "4", "--hidden-dims", "64", "--batch-size", "100",
+         "--no-progress", "--quiet"]
+PRIOR_FLAGS = {"standard": [], "mixture": ["--num-components", "5"], "vamp": ["--num-pseudo-inputs", "20"],
+               "flow": ["--prior-flows", "2", "--prior-hidden-dims", "16"]}
+HIERARCHICAL = ["--model", "hierarchical", "--z-dims", "8", "4", "--layer-widths", "32", "16",
+                "--dataset", "binarized-mnist-sample", "--batch-size", "100", "--no-progress", "--quiet"]
+
+
+@pytest.mark.parametrize("prior", list(PRIORS))
+def test_every_prior_trains_without_nan_and_improves_the_elbo(prior, tmp_path):
+    out = tmp_path / prior
+    assert main(["train", *SMALL, "--prior", prior, *PRIOR_FLAGS[prior], "--epochs", "3", "--out", str(out)]) == 0
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert metrics[["train_elbo", "test_elbo"]].map(math.isfinite).all().all()
+    assert metrics["test_elbo"].iloc[-1] > metrics["test_elbo"].iloc[0] + 5  # nats: well beyond the noise
+    config = json.loads((out / "config.json").read_text())["model"]
+    assert config["prior"] == prior and config["model"] == "vae"
+    model, _, _ = load_pair(out)
+    assert type(model.z_prior).__name__ == {"standard": "StandardNormalPrior", "mixture": "MixturePrior",
+                                            "vamp": "VampPrior", "flow": "FlowPrior"}[prior]
+
+
+def test_hierarchical_run_evaluates_and_checks_both_layers(tmp_path, capsys):
+    out = tmp_path / "two-layers"
+    assert main(["train", *HIERARCHICAL, "--guide", "iaf", "--num-flows", "1", "--prior", "vamp",
+                 "--num-pseudo-inputs", "10", "--epochs", "2", "--out", str(out)]) == 0
+    assert main(["evaluate", str(out), "--num-samples", "20", "--num-datapoints", "30", "--no-progress"]) == 0
+    row = pd.read_csv(out / "evaluation.csv").iloc[-1]
+    assert (row["z1_dim"], row["z2_dim"]) == (8, 4) and row["active_units"] == row["active_units_z1"] + row["active_units_z2"]
+    assert main(["check", str(out), "--num-datapoints", "10", "--num-particles", "10", "--repeats", "5",
+                 "--num-samples", "100"]) == 0
+    check = pd.read_csv(out / "check.csv")
+    assert list(check["estimator"]) == ["Trace_ELBO"] and set(check["reference_kind"]) == {"monte-carlo"}
+    assert "monte-carlo reference" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", [["--prior", "vamp", "--num-pseudo-inputs", "10", *SMALL], HIERARCHICAL],
+                         ids=["vamp", "hierarchical"])
+def test_kill_and_resume_gives_the_uninterrupted_run(flags, tmp_path):
+    train = ["train", *flags, "--epochs", "2", "--checkpoint-every-steps", "3"]
+    ppl_vae(*train, "--out", str(tmp_path / "full"))
+    killed = ppl_vae(*train, "--out", str(tmp_path / "killed"), fault="kill:13", check=False)
+    assert killed.returncode == -9, killed.stderr
+    ppl_vae("train", "--resume", str(tmp_path / "killed"), "--no-progress")
+    (full_model, full_guide, _), (model, guide, _) = load_pair(tmp_path / "full"), load_pair(tmp_path / "killed")
+    for p, q in zip([*full_model.parameters(), *full_guide.parameters()], [*model.parameters(), *guide.parameters()]):
+        assert torch.equal(p, q)
+
+
+BAD_INPUTS = {
+    "unknown-prior": (["--prior", "gauss"], "argument --prior: invalid choice: 'gauss'"),
+    "option-of-another-prior": (["--prior", "vamp", "--num-components", "3"],
+                                "--num-components is not an option of the vamp prior (its options: --num-pseudo-inputs); "
+                                "it belongs to the mixture prior"),
+    "prior-option-without-prior": (["--prior-flows", "2"], "--prior-flows is not an option of the standard prior"),
+    "zero-components": (["--prior", "mixture", "--num-components", "0"], "--num-components must be an integer of at least 1"),
+    "zero-pseudo-inputs": (["--prior", "vamp", "--num-pseudo-inputs", "0"],
+                           "--num-pseudo-inputs must be an integer of at least 1"),
+    "zero-layer": (["--model", "hierarchical", "--z-dims", "10", "0"], "--z-dims must hold sizes of at least 1"),
+    "zero-width": (["--model", "hierarchical", "--layer-widths", "10", "0"], "--layer-widths must hold sizes of at least 1"),
+    "widths-and-layers": (["--model", "hierarchical", "--layer-widths", "10"], "--layer-widths gives 1 widths for 2"),
+    "unknown-layer-guide": (["--model", "hierarchical", "--layer-guides", "iaf", "nope"], "--layer-guides names 'nope'"),
+    "z-dim-on-hierarchical": (["--model", "hierarchical", "--z-dim", "3"], "--z-dim is not an option of --model hierarchical"),
+    "hierarchical-flag-on-vae": (["--z-dims", "10", "5"], "--z-dims needs --model hierarchical"),
+    "hierarchical-mean-field": (["--model", "hierarchical", "--elbo", "mean-field"], "--elbo mean-field is biased"),
+    "vamp-on-label": (["--conditional", "label", "--prior", "vamp"], "the label model does not take"),
+    "learned-and-mixture": (["--conditional", "label", "--learned-prior", "--prior", "mixture"],
+                            "--learned-prior learns p(z|y) per class; it does not combine with --prior mixture"),
+    "hierarchical-and-label": (["--model", "hierarchical", "--conditional", "label"],
+                               "--conditional label does not combine with --model hierarchical"),
+}
+
+
+@pytest.mark.parametrize("args, message", list(BAD_INPUTS.values()), ids=list(BAD_INPUTS))
+def test_bad_prior_and_model_input(args, message, tmp_path, capsys):
+    assert_usage_error(args, message, tmp_path, capsys)
