@@ -20,6 +20,6 @@ myst_heading_anchors = 3
 # a reference to a ppl_vae object that does not exist fails the build; other libraries' are not resolved here
 nitpicky = True
 nitpick_ignore_regex = [(r"py:.*", r"(string|torch|torchvision|pyro|numpy|np|pd|pandas|nn|dist|typing|collections|pathlib|"
-                         r"argparse|contextlib|matplotlib|Path|Tensor|Callable|Iterator|Any|Sequence|NamedTuple|ELBO|"
+                         r"argparse|contextlib|dataclasses|matplotlib|Path|Tensor|Callable|Iterator|Any|Sequence|NamedTuple|ELBO|"
                          r"Trace|Distribution|TorchDistribution|Module|Generator|optional|float|int|str|bool|dict|list|"
                          r"tuple|None|type|object|Exception|ValueError|RuntimeError|ImportError)(\..*)?")]

@@ -36,7 +36,7 @@ ONE_LAYER = {"z_dim": 50, "hidden_dims": (200, 200), "activation": "tanh", "like
 TWO_LAYERS = {"model": "hierarchical", "z_dims": (100, 50), "layer_widths": (100, 50), "activation": "tanh",
               "likelihood": "bernoulli"}
 IAF8 = {"guide": "iaf", "guide_options": {"num_flows": 8}}
-PRIOR_OPTIONS = {"standard": {}, "mixture": {"num_components": 500}, "vamp": {"num_pseudo_inputs": 500},
+PRIOR_OPTIONS = {"standard": {}, "mixture": {"num_components": 100}, "vamp": {"num_pseudo_inputs": 100},
                  "flow": {"num_flows": 2}}
 # name -> (model config, training options); the key comparisons first, so a partial run has them
 ROWS = {

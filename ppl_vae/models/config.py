@@ -90,7 +90,7 @@ class ModelConfig:
         (:class:`~ppl_vae.models.hierarchical.HierarchicalVAE`), ``"label"``
         (:class:`~ppl_vae.models.conditional.LabelConditionalVAE`) or ``"quadrants"``
         (:class:`~ppl_vae.models.quadrants.QuadrantCVAE`).
-    :param prior: the prior of the (top) latent site, by its name in :data:`ppl_vae.priors.PRIORS`.
+    :param prior: the prior of the (top) latent site, by its name in :data:`ppl_vae.priors.registry.PRIORS`.
     :param prior_options: the prior's own options, e.g. ``{"num_components": 10}``.
     :param num_classes: classes of the label-conditional model.
     :param learned_prior: the label-conditional model learns p(z|y).

@@ -3,9 +3,9 @@
 The generative model is ``p(z_L) p(z_{L-1} | z_L) ... p(z_1 | z_2) p(x | z_1)`` and the guide
 ``q(z_1 | x) q(z_2 | z_1) ... q(z_L | z_{L-1})``, each a Pyro program with one latent site
 per layer, ``"z1"`` (next to the data) up to ``"zL"`` (the top), inside plate ``"data"``.
-Each layer of the guide is a registry guide (:data:`ppl_vae.guides.GUIDES`) on its own
+Each layer of the guide is a registry guide (:data:`ppl_vae.guides.registry.GUIDES`) on its own
 encoder, so an IAF guide can sit on every layer; the top layer's prior comes from the prior
-registry (:data:`ppl_vae.priors.PRIORS`).
+registry (:data:`ppl_vae.priors.registry.PRIORS`).
 
 Burda et al.'s two-layer architecture for MNIST is the default of ``--model hierarchical``:
 x -> two tanh layers of 100 -> z1 (100) -> two tanh layers of 50 -> z2 (50), and the

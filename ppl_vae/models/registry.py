@@ -35,7 +35,7 @@ class ModelEntry(NamedTuple):
     :param check_data: raises ValueError, naming the dataset, if the model cannot fit it.
     :param grayscale_likelihood: the likelihood ``--likelihood auto`` picks for grayscale data.
     :param from_data: the options the dataset fixes, e.g. the number of classes.
-    :param priors: the priors (:data:`ppl_vae.priors.PRIORS`) it takes; None: all of them.
+    :param priors: the priors (:data:`ppl_vae.priors.registry.PRIORS`) it takes; None: all of them.
     :param unused: the common fields it does not read (giving them on the command line is an error).
     :param conditional: chosen with ``--conditional`` rather than ``--model``.
     :param mean_field: ``TraceMeanField_ELBO`` is valid for it: false where a guide's site

@@ -88,7 +88,7 @@ class VAE(Model):
             raise ValueError(f"the condition has width {condition[0].shape[-1]}, the model expects {self.condition_dim}")
 
     def prior(self, batch_size: int, like: torch.Tensor, *condition: torch.Tensor) -> dist.TorchDistribution:
-        """p(z) over ``(batch_size, z_dim)`` (:attr:`z_prior`), on ``like``'s device and dtype."""
+        """p(z) over ``(batch_size, z_dim)`` (the module ``z_prior``), on ``like``'s device and dtype."""
         return self.z_prior(batch_size, like)
 
     def observation(self, z: torch.Tensor, *condition: torch.Tensor) -> dist.TorchDistribution:

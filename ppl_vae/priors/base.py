@@ -3,7 +3,7 @@
 A prior is an ``nn.Module`` that holds the learnable parameters of p(z), if any, and
 builds the distribution of the model's latent site from them. Models sample their
 latent site from ``prior(batch_size, like)``; a prior swaps in by name
-(:func:`ppl_vae.priors.make_prior`) with no change to the model.
+(:func:`ppl_vae.priors.registry.make_prior`) with no change to the model.
 """
 
 import pyro.distributions as dist
