@@ -144,8 +144,9 @@ def elbo_agreement(model: nn.Module, guide: nn.Module, x: torch.Tensor, *conditi
     :param seed: seed of the per-datapoint noise generators.
     :param max_pairs: (datapoint, particle) pairs per pass, which bounds memory; the result
         does not depend on it.
-    :returns: one row per estimator (TraceMeanField_ELBO only where :func:`mean_field_applies`): ``estimate``, ``std_error``, ``reference``,
-        ``reference_std_error``, ``reference_kind`` (``closed-form`` or ``monte-carlo``),
+    :returns: one row per estimator (TraceMeanField_ELBO only where :func:`mean_field_applies`):
+        ``estimate``, ``std_error``, ``reference``, ``reference_std_error``,
+        ``reference_kind`` (``closed-form`` or ``monte-carlo``),
         ``difference`` and ``z`` (the difference in combined standard errors; ``|z| < 4`` is agreement).
     """
     closed, closed_se, kind = reference_elbo(model, guide, x, *condition, num_samples=num_samples, seed=seed,
