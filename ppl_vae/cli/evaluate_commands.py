@@ -89,17 +89,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         finally:
             distributed.shutdown()
         if main:
-            write_evaluation(args, model, data, x, condition, row, distributed.world_size)
+            write_evaluation(args, model, guide, data, x, condition, row, distributed.world_size)
     return 0
 
 
-def write_evaluation(args: argparse.Namespace, model, data, x, condition, row: dict, processes: int) -> None:
+def write_evaluation(args: argparse.Namespace, model, guide, data, x, condition, row: dict, processes: int) -> None:
     """Append the evaluation's row to the run's ``evaluation.csv`` and print it."""
     import pandas as pd
 
     if processes > 1:
         row["processes"] = processes
-    row.update(model.extra_metrics(x, *condition))  # the model's own figures (ppl_vae.models.base.Model)
+    labels = getattr(data, f"{args.split}_labels")  # the true labels, even where the model does not see them
+    labels = None if labels is None else labels[: len(x)]
+    row.update(model.extra_metrics(x, *condition, guide=guide, labels=labels))  # the model's own (ppl_vae.models.base.Model)
     row = {"dataset": data.name, "split": args.split, "device": str(x.device), **row}
     append_table(args.run_dir, "evaluation", pd.DataFrame([row]))
     print(f"{data.name} {args.split}: NLL {row['nll']:.2f} +- {row['nll_std_error']:.2f} nats "

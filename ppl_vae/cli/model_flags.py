@@ -56,6 +56,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     conditional.add_argument("--quadrant-layout", choices=QUADRANT_LAYOUTS,
                              help="quadrants: pyro (default; generation net on z, recognition net on the filled-in "
                                   "digit) or visible (generation net also sees x_visible)")
+    conditional.add_argument("--labels", type=int,
+                             help="semi-supervised: labelled training images, balanced over the classes (default 3000)")
+    conditional.add_argument("--aux-loss-multiplier", type=float,
+                             help="semi-supervised: weight of log q(y|x) on labelled batches "
+                             f"(default {M.aux_loss_multiplier:g})")
     priors = p.add_argument_group("priors")
     priors.add_argument("--prior", choices=tuple(PRIORS), metavar="NAME",
                         help=f"p(z) of the (top) latent layer: one of {', '.join(PRIORS)} (default: {M.prior})")
@@ -101,6 +106,23 @@ def prior_options(args: argparse.Namespace) -> dict:
     if "hidden_dims" in options:
         options["hidden_dims"] = tuple(options["hidden_dims"])
     return options
+
+
+def train_settings(args: argparse.Namespace) -> dict:
+    """The training settings the flags gave, with the chosen model's default objective when
+    ``--elbo`` is not given.
+
+    :raises UsageError: for an objective the model does not take.
+    """
+    settings = given(args, "model")
+    name = resolve_model(settings.get("model", M.model), settings.get("conditional"))
+    elbos = MODELS[name].elbos
+    train = {"elbo": elbos[0], **given(args, "train")}
+    if train["elbo"] not in elbos:
+        reason = (" (the guide's layers depend on each other's draws, which biases its analytic KL)"
+                  if train["elbo"] == "mean-field" else "")
+        raise UsageError(f"--elbo {train['elbo']} does not fit --model {name}{reason}; choose from {', '.join(elbos)}")
+    return train
 
 
 def model_config(args: argparse.Namespace, data) -> ModelConfig:

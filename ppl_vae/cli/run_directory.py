@@ -9,8 +9,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ppl_vae.data import DATASETS, Dataset, load_dataset
+from ppl_vae.data import DATASETS, Dataset, load_dataset, semi_supervised
 from ppl_vae.models.config import ModelConfig
+from ppl_vae.models.registry import MODELS
 from ppl_vae.training.checkpoints import CheckpointError, atomic_write, load_pair
 from ppl_vae.training.config import CheckpointOptions, TrainConfig
 
@@ -94,6 +95,14 @@ def run_configs(run_dir: Path, config: Any, need_train: bool = True) -> tuple[Mo
         raise RunDirError(f"{path} is not a ppl_vae run config: {error}") from None
 
 
+def labelled_data(data: Dataset, config: ModelConfig, seed: int) -> Dataset:
+    """The dataset as the model trains on it: with the labels of ``config.num_labels`` training
+    images only, drawn with the run's seed, for a model that asks for a labelled subset."""
+    if not MODELS[config.model].labelled_subset:
+        return data
+    return semi_supervised(data, config.num_labels, seed)
+
+
 def load_run(run_dir: Path, device: torch.device, data_dir: str | None = None) -> tuple[nn.Module, nn.Module, Dataset]:
     """The trained pair and its dataset, checked against each other.
 
@@ -109,6 +118,7 @@ def load_run(run_dir: Path, device: torch.device, data_dir: str | None = None) -
                           "the run directory was changed after training")
     data = load_dataset(config["dataset"], data_dir or config.get("data_dir", "data"), device,
                         config.get("validation_size", 0))
+    data = labelled_data(data, model_config, config.get("train", {}).get("seed", 0))
     if data.event_shape != tuple(model_config.event_shape):
         raise RunDirError(
             f"dataset {config['dataset']!r} has datapoints of shape {data.event_shape} "

@@ -17,14 +17,13 @@ import torch
 
 from ppl_vae.cli.arguments import UsageError, non_negative_int
 from ppl_vae.cli.config_file import flag_of_field
-from ppl_vae.cli.model_flags import add_model_arguments, given, model_config
-from ppl_vae.cli.run_directory import new_run_dir, read_config, run_configs
+from ppl_vae.cli.model_flags import add_model_arguments, given, model_config, train_settings
+from ppl_vae.cli.run_directory import labelled_data, new_run_dir, read_config, run_configs
 from ppl_vae.cli.run_lock import RunLock, hold
 from ppl_vae.cli.training_run import run_training, write_run_config
 from ppl_vae.data import DATASETS, load_dataset
 from ppl_vae.infer.elbos import ELBOS
 from ppl_vae.models.config import ConfigError, ModelConfig, build_pair
-from ppl_vae.models.registry import MODELS
 from ppl_vae.training.checkpoints import CheckpointError, warm_start
 from ppl_vae.training.config import (
     ON_NAN,
@@ -152,7 +151,7 @@ def build_on_device(config: ModelConfig, seed: int, device, distributed):
 
 def cmd_train_new(args: argparse.Namespace, distributed) -> int:
     device = distributed.device
-    train_config = TrainConfig(**given(args, "train"))
+    train_config = TrainConfig(**train_settings(args))
     options = CheckpointOptions(**given(args, "checkpoints"))
     if train_config.jit and distributed.is_distributed:
         raise UsageError("--jit does not support data-parallel training (torchrun); run without --jit")
@@ -161,9 +160,7 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
     data = load_dataset(args.dataset, args.data_dir, device, args.validation_size)
     check_trainable(train_config, data, distributed)
     config = model_config(args, data)
-    if train_config.elbo == "mean-field" and not MODELS[config.model].mean_field:
-        raise UsageError(f"--elbo mean-field is biased for --model {config.model} (its guide's layers depend on each "
-                         "other's draws); choose trace or iwae")
+    data = labelled_data(data, config, train_config.seed)
     model, guide = build_on_device(config, train_config.seed, device, distributed)
     init_path = getattr(args, "init_from", None)
     try:
@@ -220,6 +217,7 @@ def resume_locked(args: argparse.Namespace, distributed) -> int:
     device = distributed.device
     data = load_dataset(run_config["dataset"], run_config.get("data_dir", "data"), device,
                         run_config.get("validation_size", 0))
+    data = labelled_data(data, config, train_config.seed)
     distributed_settings(distributed, train_config)
     model, guide = build_on_device(config, train_config.seed, device, distributed)
     started = any((args.resume / "checkpoints").glob("train-*.pt"))

@@ -7,5 +7,6 @@ from ppl_vae.data.datasets import (
     batch_indices,
     load_dataset,
 )
+from ppl_vae.data.semi_supervised import SemiSupervisedDataset, semi_supervised
 
-__all__ = ["DATASETS", "DataError", "Dataset", "batch_indices", "load_dataset"]
+__all__ = ["DATASETS", "DataError", "Dataset", "SemiSupervisedDataset", "batch_indices", "load_dataset", "semi_supervised"]

@@ -6,6 +6,7 @@ datasets keep the grayscale values and are binarized per batch, on the device, b
 Burda et al. (2015, arXiv:1509.00519).
 """
 
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -69,6 +70,10 @@ class Dataset:
         if name not in ("train", "valid", "test") or getattr(self, name) is None:
             raise DataError(f"dataset {self.name!r} has no {name!r} split")
         return getattr(self, name), getattr(self, f"{name}_labels")
+
+    def num_batches(self, split: str, batch_size: int) -> int:
+        """How many batches :meth:`batches` yields for the split."""
+        return math.ceil(len(self.split(split)[0]) / batch_size)
 
     def batches(
         self, split: str, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,

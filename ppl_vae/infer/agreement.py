@@ -18,6 +18,7 @@ import math
 
 import pandas as pd
 import pyro
+import pyro.poutine as poutine
 import torch
 from torch import nn
 
@@ -113,14 +114,21 @@ def reference_elbo(
                 total, total_sq = 0.0, 0.0
                 with PerDatapointNoise(streams):
                     for k in range(0, num_samples, particles):
-                        log_w, _ = log_importance_weights(model, guide, xs, *cs,
-                                                          num_particles=min(particles, num_samples - k))
+                        _, log_w, _ = log_importance_weights(model, guide, xs, *cs,
+                                                             num_particles=min(particles, num_samples - k))
                         total, total_sq = total + log_w.double().sum(0), total_sq + log_w.double().square().sum(0)
                 mean = total / num_samples
                 means.append(mean)
                 variances.append((total_sq / num_samples - mean.square()).clamp_min(0) / max(num_samples - 1, 1))
     mean, variance = torch.cat(means), torch.cat(variances)
     return mean.mean().item(), (variance.sum().sqrt() / len(x)).item(), kind
+
+
+def enumerates(guide: nn.Module, *args: torch.Tensor) -> bool:
+    """Whether the guide marks a site for enumeration (``infer={"enumerate": "parallel"}``)."""
+    with registration_skipped(), torch.no_grad():
+        trace = poutine.trace(guide).get_trace(*(a[:1] for a in args))
+    return any(site["infer"].get("enumerate") == "parallel" for _, site in sample_sites(trace))
 
 
 def mean_field_applies(model: nn.Module, guide: nn.Module, *args: torch.Tensor) -> bool:
@@ -144,7 +152,8 @@ def elbo_agreement(model: nn.Module, guide: nn.Module, x: torch.Tensor, *conditi
     :param seed: seed of the per-datapoint noise generators.
     :param max_pairs: (datapoint, particle) pairs per pass, which bounds memory; the result
         does not depend on it.
-    :returns: one row per estimator (TraceMeanField_ELBO only where :func:`mean_field_applies`):
+    :returns: one row per estimator (TraceMeanField_ELBO only where :func:`mean_field_applies`; TraceEnum_ELBO
+        alone where the guide enumerates a site):
         ``estimate``, ``std_error``, ``reference``, ``reference_std_error``,
         ``reference_kind`` (``closed-form`` or ``monte-carlo``),
         ``difference`` and ``z`` (the difference in combined standard errors; ``|z| < 4`` is agreement).
@@ -152,9 +161,12 @@ def elbo_agreement(model: nn.Module, guide: nn.Module, x: torch.Tensor, *conditi
     closed, closed_se, kind = reference_elbo(model, guide, x, *condition, num_samples=num_samples, seed=seed,
                                              max_pairs=max_pairs)
     rows = []
-    estimators = [("trace", "Trace_ELBO")]
-    if mean_field_applies(model, guide, x, *condition):
-        estimators.append(("mean-field", "TraceMeanField_ELBO"))
+    if enumerates(guide, x, *condition):  # a discrete site summed out: Pyro's estimator for it
+        estimators = [("enum", "TraceEnum_ELBO")]
+    else:
+        estimators = [("trace", "Trace_ELBO")]
+        if mean_field_applies(model, guide, x, *condition):
+            estimators.append(("mean-field", "TraceMeanField_ELBO"))
     for name, label in estimators:
         estimate, se = estimator_mean(model, guide, x, *condition, elbo_name=name, num_particles=num_particles,
                                       repeats=repeats, seed=seed, max_pairs=max_pairs)

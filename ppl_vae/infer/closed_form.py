@@ -182,7 +182,22 @@ def closed_form_elbo(
     :param noise: ``noise(n, loc)``: ``n`` standard-normal draws ``(n, *loc.shape)`` (default ``torch.randn``).
     :param chunk_size: draws per pass (default all): memory grows with ``chunk_size * batch``.
     :returns: :class:`ELBOEstimate` of tensors ``(batch,)``.
+
+    A model whose guide sums a discrete site out (the semi-supervised model's label) names its
+    values with :meth:`~ppl_vae.models.base.Model.enumerated_values`; the ELBO is then
+    ``sum_y q(y|x) [log p(y) - log q(y|x) + ELBO(x | y)]``, each ``ELBO(x | y)`` in closed form as above.
     """
+    values = getattr(model, "enumerated_values", lambda *args: None)(guide, x, *condition)
+    if values is not None:
+        parts = [(log_p, log_q, closed_form_elbo(model, guide, *arguments, num_samples=num_samples, noise=noise,
+                                                 chunk_size=chunk_size)) for log_p, log_q, arguments in values]
+        q = [log_q.exp() for _, log_q, _ in parts]
+        return ELBOEstimate(
+            sum(w * (log_p - log_q + part.elbo) for w, (log_p, log_q, part) in zip(q, parts)),
+            sum((w * part.std_error) ** 2 for w, (_, _, part) in zip(q, parts)).sqrt(),
+            sum(w * (log_q - log_p + part.kl) for w, (log_p, log_q, part) in zip(q, parts)),
+            sum(w * part.expected_log_likelihood for w, (_, _, part) in zip(q, parts)),
+        )
     loc, scale_tril = guide_gaussian(guide, x, *condition)
     kl = closed_form_kl(model, loc, scale_tril, x, *condition).sum(-1)
     linear_gaussian = getattr(model, "linear_gaussian_params", lambda: None)()

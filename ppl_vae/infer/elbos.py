@@ -1,6 +1,8 @@
 """The objectives by name: Pyro's ELBOs, the IWAE bound, and their compiled versions."""
 
-from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+import warnings
+
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from ppl_vae.infer.compiled import (
     CompiledIWAE_ELBO,
@@ -9,7 +11,19 @@ from ppl_vae.infer.compiled import (
 )
 from ppl_vae.infer.iwae import IWAE_ELBO
 
-ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO, "iwae": IWAE_ELBO}
+
+class QuietTraceEnum_ELBO(TraceEnum_ELBO):
+    """Pyro's :class:`~pyro.infer.TraceEnum_ELBO`, without its warning for a batch with nothing to
+    enumerate: the semi-supervised model's labelled batches observe the label that the
+    unlabelled ones enumerate, and both go through the same estimator."""
+
+    def _get_trace(self, model, guide, args, kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites configured for enumeration")
+            return super()._get_trace(model, guide, args, kwargs)
+
+
+ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO, "iwae": IWAE_ELBO, "enum": QuietTraceEnum_ELBO}
 JIT_ELBOS = {"trace": CompiledTrace_ELBO, "mean-field": CompiledTraceMeanField_ELBO, "iwae": CompiledIWAE_ELBO}
 
 
@@ -19,7 +33,8 @@ def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False) ->
     :param name: ``"trace"`` (:class:`~pyro.infer.Trace_ELBO`), ``"mean-field"``
         (:class:`~pyro.infer.TraceMeanField_ELBO`, analytic KL where Pyro has one) or
         ``"iwae"`` (:class:`~ppl_vae.infer.iwae.IWAE_ELBO`, the importance-weighted bound with
-        ``K = num_particles``).
+        ``K = num_particles``) or ``"enum"`` (:class:`~pyro.infer.TraceEnum_ELBO`: discrete sites
+        marked for enumeration are summed out exactly, the semi-supervised model's label).
     :param num_particles: samples of z per datapoint and step.
     :param jit: the compiled version of the same estimator (:mod:`ppl_vae.infer.compiled`; trace,
         mean-field and iwae), for :class:`~ppl_vae.infer.svi_step.SVIStep`: the same loss on the same draws, less Python work
@@ -29,5 +44,8 @@ def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False) ->
         raise ValueError(f"unknown ELBO {name!r}; choose from {', '.join(ELBOS)}")
     if num_particles < 1:
         raise ValueError(f"num_particles must be at least 1, got {num_particles}")
+    if jit and name not in JIT_ELBOS:
+        raise ValueError(f"the {name} ELBO has no compiled version; compile one of {', '.join(JIT_ELBOS)}, "
+                         "or train without --jit")
     options = {"num_particles": num_particles, "vectorize_particles": num_particles > 1, "max_plate_nesting": 1}
     return (JIT_ELBOS if jit else ELBOS)[name](**options)

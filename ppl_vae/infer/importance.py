@@ -22,30 +22,56 @@ import torch
 from torch import nn
 
 from ppl_vae.infer.noise import PerDatapointNoise
-from ppl_vae.infer.traces import log_weight, sample_sites, traces
+from ppl_vae.infer.traces import is_enumerated, log_weight, sample_sites, site_log_prob, traces
 from ppl_vae.nn.registration import registration_skipped
+
+
+class Weights(NamedTuple):
+    """The importance weights of :func:`log_importance_weights`, each ``(num_particles, batch)``."""
+
+    log_weight: torch.Tensor  # log p(x, z_k) - log q(z_k|x), enumerated sites summed out exactly
+    elbo: torch.Tensor  # the ELBO of each particle (the log weight, unless a site is enumerated)
+    latents: dict[str, torch.Tensor]  # the guide's draws by site, (num_particles, batch, *event)
 
 
 def log_importance_weights(
     model: nn.Module, guide: nn.Module, x: torch.Tensor, *args, num_particles: int = 1
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+) -> Weights:
     """``log p(x, z_k) - log q(z_k|x)`` for ``num_particles`` draws per datapoint.
 
+    A discrete guide site marked for enumeration (``infer={"enumerate": "parallel"}``, the
+    semi-supervised model's label) is summed over exactly rather than sampled: with its values
+    y weighted by q(y|x), the weight is ``log sum_y p(x, y, z_k^y) / q(z_k^y|x, y)`` and the ELBO
+    ``sum_y q(y|x) [log p(x, y, z_k^y) - log q(y|x) - log q(z_k^y|x, y)]``.
+
     :param x: ``(batch, *event_shape)``; further ``args`` go to model and guide.
-    :returns: the log weights ``(num_particles, batch)`` and the guide's latent values by site name.
+    :returns: :class:`Weights`.
     """
     with pyro.plate("particles", num_particles, dim=-2):
-        guide_trace, model_trace = traces(model, guide, x, *args)
+        guide_trace, model_trace = traces(model, guide, x, *args, first_available_dim=-3)
     log_w = log_weight(model_trace, guide_trace)
-    latents = {name: site["value"] for name, site in sample_sites(guide_trace) if not site["is_observed"]}
-    return log_w, latents
+    sites = [(name, site) for name, site in sample_sites(guide_trace) if not site["is_observed"]]
+    enumerated = [site_log_prob(name, site) for name, site in sites if is_enumerated(site)]
+    if not enumerated:
+        return Weights(log_w, log_w, {name: site["value"] for name, site in sites})
+    log_q = sum(enumerated)  # log q of the enumerated values, (*values, particles, batch)
+    log_w, log_q = torch.broadcast_tensors(log_w, log_q)
+    values = tuple(range(log_w.dim() - 2))
+    q = log_q.exp()
+    latents = {}
+    for name, site in sites:  # the mean over the enumerated values, weighted by q
+        if not is_enumerated(site):
+            value = site["value"]
+            weight = q.reshape(q.shape + (1,) * (value.dim() - q.dim()))
+            latents[name] = (weight * value).sum(values) if value.dim() > 2 + len(site["fn"].event_shape) else value
+    return Weights(torch.logsumexp(log_q + log_w, dim=values), (q * log_w).sum(values), latents)
 
 
 class PerDatapoint(NamedTuple):
     """Per-datapoint results of :func:`estimate_log_likelihood`, each ``(N,)``."""
 
     log_likelihood: torch.Tensor  # the IWAE bound with K samples
-    elbo: torch.Tensor  # the mean log weight (the ELBO estimated with K samples)
+    elbo: torch.Tensor  # the ELBO estimated with the same K samples
 
 
 @torch.no_grad()
@@ -79,11 +105,11 @@ def estimate_log_likelihood(
             for k in range(0, num_samples, chunk_size):
                 particles = min(chunk_size, num_samples - k)
                 with PerDatapointNoise(generators):
-                    log_w, latents = log_importance_weights(
+                    log_w, particle_elbo, latents = log_importance_weights(
                         model, guide, x[start:stop], *batch_args, num_particles=particles
                     )
                 log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, 0))
-                weight_sum = weight_sum + log_w.sum(0)
+                weight_sum = weight_sum + particle_elbo.sum(0)
                 for site, value in latents.items():
                     value = value.reshape(value.shape[:2] + (-1,))  # (particles, batch, site_dim)
                     sums[site] = sums.get(site, 0.0) + value.sum(0)

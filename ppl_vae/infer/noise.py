@@ -68,7 +68,8 @@ class PerDatapointNoise(ReparameterizedNoise):
     """Draw each latent site's noise from one generator per datapoint (evaluation).
 
     :param generators: one CPU generator per datapoint; a site is handled when its batch
-        shape is ``(particles, len(generators))``.
+        shape ends in ``(particles, len(generators))`` (enumerated discrete sites may add
+        dimensions on the left).
     """
 
     def __init__(self, generators: list[torch.Generator]) -> None:
@@ -76,28 +77,36 @@ class PerDatapointNoise(ReparameterizedNoise):
         self.generators = generators
 
     def handles(self, fn: dist.Distribution) -> bool:
-        return len(fn.batch_shape) == 2 and fn.batch_shape[1] == len(self.generators)
+        return len(fn.batch_shape) >= 2 and fn.batch_shape[-1] == len(self.generators)
 
     def noise(self, shape: torch.Size, data_dim: int, like: torch.Tensor) -> torch.Tensor:
-        return per_datapoint_normal(self.generators, shape, like)
+        return per_datapoint_normal(self.generators, shape, like, data_dim)
 
 
-def per_datapoint_normal(generators: list[torch.Generator], shape: tuple, like: torch.Tensor) -> torch.Tensor:
-    """Standard normals of ``shape = (particles, len(generators), *rest)``, datapoint ``i``'s from
-    ``generators[i]``, in ``like``'s dtype and on its device; the same values however the
+def per_datapoint_normal(generators: list[torch.Generator], shape: tuple, like: torch.Tensor,
+                         data_dim: int = 1) -> torch.Tensor:
+    """Standard normals of ``shape``, whose dimension ``data_dim`` has ``len(generators)``
+    datapoints and dimension ``data_dim - 1`` the particles (``(particles, batch, *rest)`` by
+    default; enumerated values may add dimensions on the left): datapoint ``i``'s come from
+    ``generators[i]``, in ``like``'s dtype and on its device, and are the same however the
     particles are split into calls."""
-    # shape = (particles, batch, *rest): one stream per datapoint. Standard normals by the
-    # inverse CDF of uniforms, sqrt(2) erfinv(2u - 1), because torch.rand's stream, unlike
-    # torch.randn's, does not depend on how it is split into calls: chunking leaves the
-    # draws unchanged. The uniforms have the precision of the data (float32: multiples of
-    # 2^-24, one 32-bit draw each, half the generator time of float64) and are moved to
-    # the midpoints of their grid, (2k + 1) 2^-(p+1) - 1 for 2u - 1, exact in floating point
-    # and strictly inside (-1, 1): the draws are symmetric, finite, and as fine as torch's
-    # own float32 sampler (the largest is 5.4 in float32, 8.3 in float64).
+    # One stream per datapoint, drawn particles first, so that chunking the particles leaves
+    # the draws unchanged. Standard normals by the inverse CDF of uniforms, sqrt(2) erfinv(2u - 1),
+    # because torch.rand's stream, unlike torch.randn's, does not depend on how it is split into
+    # calls. The uniforms have the precision of the data (float32: multiples of 2^-24, one 32-bit
+    # draw each, half the generator time of float64) and are moved to the midpoints of their
+    # grid, (2k + 1) 2^-(p+1) - 1 for 2u - 1, exact in floating point and strictly inside (-1, 1):
+    # the draws are symmetric, finite, and as fine as torch's own float32 sampler (the largest
+    # is 5.4 in float32, 8.3 in float64).
+    shape = tuple(shape)
+    lead, particles, rest = shape[:data_dim - 1], shape[data_dim - 1], shape[data_dim + 1:]
     dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
     half_step = torch.finfo(dtype).eps / 2  # 2^-24 or 2^-53: half the grid of torch.rand
-    per_datapoint = [torch.rand((shape[0],) + tuple(shape[2:]), generator=g, dtype=dtype) for g in generators]
-    centered = torch.stack(per_datapoint, dim=1).mul_(2.0).sub_(1.0 - half_step)
+    per_datapoint = [torch.rand((particles, *lead, *rest), generator=g, dtype=dtype) for g in generators]
+    draws = torch.stack(per_datapoint, dim=1 + len(lead))  # (particles, *lead, batch, *rest)
+    if lead:
+        draws = draws.movedim(0, len(lead))  # (*lead, particles, batch, *rest)
+    centered = draws.mul_(2.0).sub_(1.0 - half_step) if draws.is_contiguous() else draws.mul(2.0).sub_(1.0 - half_step)
     return centered.erfinv_().mul_(math.sqrt(2.0)).to(dtype=like.dtype, device=like.device)
 
 

@@ -20,8 +20,20 @@ def sample_sites(trace: Trace) -> Iterator[tuple[str, dict]]:
             yield name, site
 
 
-def traces(model: Callable, guide: Callable, *args, **kwargs) -> tuple[Trace, Trace]:
-    """``(guide_trace, model_trace)``: the guide run on the arguments, the model replayed on its draws."""
+def is_enumerated(site: dict) -> bool:
+    """Whether a guide site was enumerated (its values summed over, not sampled)."""
+    return site["infer"].get("_enumerate_dim") is not None
+
+
+def traces(model: Callable, guide: Callable, *args, first_available_dim: int | None = None,
+           **kwargs) -> tuple[Trace, Trace]:
+    """``(guide_trace, model_trace)``: the guide run on the arguments, the model replayed on its draws.
+
+    :param first_available_dim: enumerate the guide's sites marked ``infer={"enumerate": "parallel"}``
+        in parallel from this dimension leftwards (Pyro's ``poutine.enum``); None: sample them.
+    """
+    if first_available_dim is not None:
+        guide = poutine.enum(guide, first_available_dim=first_available_dim)
     guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     return guide_trace, model_trace

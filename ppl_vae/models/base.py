@@ -84,9 +84,30 @@ class Model(nn.Module):
         return {}
 
     @torch.no_grad()
-    def extra_metrics(self, *arguments: torch.Tensor) -> dict[str, float]:
-        """Further figures that ``ppl-vae evaluate`` reports for the model's arguments (none by default)."""
+    def extra_metrics(self, *arguments: torch.Tensor, guide: Callable | None = None,
+                      labels: torch.Tensor | None = None) -> dict[str, float]:
+        """Further figures that ``ppl-vae evaluate`` reports for the model's arguments (none by default).
+
+        :param guide: the trained guide.
+        :param labels: the split's true labels ``(N,)``, or None, even where the model does not
+            see them (the semi-supervised model's test accuracy).
+        """
         return {}
+
+    @torch.no_grad()
+    def epoch_metrics(self, guide: Callable, data) -> dict[str, float]:
+        """Further columns of each epoch's row in ``metrics.csv`` (none by default).
+
+        :param data: the :class:`~ppl_vae.data.datasets.Dataset` being trained on.
+        """
+        return {}
+
+    def enumerated_values(self, guide: Callable, *arguments: torch.Tensor) -> list[tuple] | None:
+        """For a guide that sums a discrete site out: each of its values as ``(log p(value), log
+        q(value | arguments), the model's arguments with the value observed)``, the log-densities
+        ``(batch,)``; None (the default) for a model without one. The closed-form check
+        (:func:`ppl_vae.infer.closed_form.closed_form_elbo`) sums over them."""
+        return None
 
     def linear_gaussian_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """``(W, b, sigma)`` if p(x|z) = N(W z + b, sigma^2 I), for which the closed-form ELBO is

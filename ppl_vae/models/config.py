@@ -103,6 +103,9 @@ class ModelConfig:
     :param z_dims: the hierarchical model's latent sizes, from the data up.
     :param layer_widths: the hierarchical model's deterministic widths below each stochastic layer.
     :param layer_guides: the hierarchical model's guide per layer (default: ``guide`` on each).
+    :param num_labels: the semi-supervised model's labelled training images.
+    :param aux_loss_multiplier: the semi-supervised model's weight of the auxiliary
+        classification term (Kingma et al.'s alpha; Pyro's example uses 46).
     :param conditional: another way to choose a conditional model (``"label"`` is
         ``model="label"``; ``"none"`` leaves ``model`` as it is), as ``--conditional`` does.
     :raises ConfigError: for an unknown name or a size out of range.
@@ -126,6 +129,8 @@ class ModelConfig:
     z_dims: tuple[int, ...] = (100, 50)
     layer_widths: tuple[int, ...] = (100, 50)
     layer_guides: tuple[str, ...] = ()
+    num_labels: int = 0
+    aux_loss_multiplier: float = 46.0
     conditional: InitVar[str | None] = None
 
     def __post_init__(self, conditional: str | None = None) -> None:
@@ -151,6 +156,10 @@ class ModelConfig:
             require(name in GUIDES, "layer_guides", f"names {name!r}, not a known guide; choose from {', '.join(GUIDES)}")
         require_count(self, "num_classes", minimum=0)
         require_count(self, "visible_quadrants", minimum=0)
+        require_count(self, "num_labels", minimum=0)
+        require(isinstance(self.aux_loss_multiplier, (int, float)) and not isinstance(self.aux_loss_multiplier, bool)
+                and math.isfinite(self.aux_loss_multiplier) and self.aux_loss_multiplier >= 0, "aux_loss_multiplier",
+                f"must be a number of at least 0, got {self.aux_loss_multiplier!r}")
         self.check_prior()
 
     def check_prior(self) -> None:

@@ -228,7 +228,7 @@ class QuadrantCVAE(Model):
         return make_grid(torch.cat(rows).clamp(0, 1), nrow=len(images), padding=2, pad_value=1.0)
 
     @torch.no_grad()
-    def extra_metrics(self, x_visible: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    def extra_metrics(self, x_visible: torch.Tensor, y: torch.Tensor, guide=None, labels=None) -> dict[str, float]:
         """``baseline_nll``: the baseline's exact -log p(y | x_visible), averaged over datapoints."""
         return {"baseline_nll": baseline_nll(self.baseline, x_visible, y).mean().item()}
 

@@ -13,6 +13,7 @@ from torch import nn
 from ppl_vae.models.conditional import build_label_pair, check_label_data
 from ppl_vae.models.hierarchical import build_hierarchical_pair
 from ppl_vae.models.quadrants import build_quadrant_pair, check_quadrant_data
+from ppl_vae.models.semi_supervised import build_semi_supervised_pair, check_semi_supervised_data
 from ppl_vae.models.vae import build_vae_pair
 
 
@@ -38,9 +39,12 @@ class ModelEntry(NamedTuple):
     :param priors: the priors (:data:`ppl_vae.priors.registry.PRIORS`) it takes; None: all of them.
     :param unused: the common fields it does not read (giving them on the command line is an error).
     :param conditional: chosen with ``--conditional`` rather than ``--model``.
-    :param mean_field: ``TraceMeanField_ELBO`` is valid for it: false where a guide's site
-        depends on a sample that the model's prior of that site conditions on (the
-        hierarchical model's q(z2|z1) against p(z1|z2)), which biases its analytic KL.
+    :param elbos: the objectives (:data:`ppl_vae.infer.elbos.ELBOS` names) valid for it, its
+        default first. ``mean-field`` is left out where a guide's site depends on a draw that the
+        model's prior of that site conditions on (the hierarchical model's q(z2|z1) against
+        p(z1|z2)), which biases its analytic KL; ``enum`` is the semi-supervised model's.
+    :param labelled_subset: it trains on the labels of ``num_labels`` training images only
+        (:func:`ppl_vae.data.semi_supervised.semi_supervised`).
     """
 
     build: Callable[..., tuple[nn.Module, nn.Module]]
@@ -52,17 +56,23 @@ class ModelEntry(NamedTuple):
     priors: tuple[str, ...] | None = None
     unused: tuple[str, ...] = ()
     conditional: bool = False
-    mean_field: bool = True
+    elbos: tuple[str, ...] = ("trace", "mean-field", "iwae")
+    labelled_subset: bool = False
 
 
 #: The models by their ``ModelConfig.model`` name.
 MODELS: dict[str, ModelEntry] = {
     "vae": ModelEntry(build_vae_pair),
     "hierarchical": ModelEntry(build_hierarchical_pair, ("z_dims", "layer_widths", "layer_guides"),
-                               {"activation": "tanh"}, unused=("z_dim", "hidden_dims"), mean_field=False),
+                               {"activation": "tanh"}, unused=("z_dim", "hidden_dims"), elbos=("trace", "iwae")),
     "label": ModelEntry(build_label_pair, ("num_classes", "learned_prior"), check_data=check_label_data,
                         from_data=lambda data: {"num_classes": data.num_classes}, priors=("standard", "mixture", "flow"),
                         conditional=True),
     "quadrants": ModelEntry(build_quadrant_pair, ("visible_quadrants", "quadrant_layout"), {"visible_quadrants": 2},
                             check_quadrant_data, "bce-grayscale", priors=("standard",), conditional=True),
+    "semi-supervised": ModelEntry(build_semi_supervised_pair, ("num_classes", "num_labels", "aux_loss_multiplier"),
+                                  {"num_labels": 3000, "z_dim": 50, "hidden_dims": (500,), "activation": "softplus"},
+                                  check_semi_supervised_data, "bce-grayscale", lambda data: {"num_classes": data.num_classes},
+                                  priors=("standard", "mixture", "flow"), conditional=True, elbos=("enum",),
+                                  labelled_subset=True),
 }

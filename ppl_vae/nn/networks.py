@@ -103,11 +103,13 @@ class MLPDecoder(nn.Module):
 
 
 def join_condition(h: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
-    """Concatenate a condition to features along the last dimension, broadcasting its batch
-    dimensions (e.g. over a leading dimension of vectorized particles)."""
+    """Concatenate a condition to features along the last dimension, broadcasting their batch
+    dimensions against each other (e.g. over vectorized particles, or the enumerated values of
+    a discrete condition)."""
     if condition is None:
         return h
-    return torch.cat([h, condition.expand(h.shape[:-1] + condition.shape[-1:])], dim=-1)
+    batch = torch.broadcast_shapes(h.shape[:-1], condition.shape[:-1])
+    return torch.cat([h.expand(batch + h.shape[-1:]), condition.expand(batch + condition.shape[-1:])], dim=-1)
 
 
 def _check_conv_shape(shape: Sequence[int]) -> tuple[int, int, int]:

@@ -9,7 +9,7 @@ field; the command line, :class:`~ppl_vae.training.trainer.Trainer` and
 import math
 from dataclasses import asdict, dataclass
 
-from ppl_vae.infer.elbos import ELBOS
+from ppl_vae.infer.elbos import ELBOS, JIT_ELBOS
 from ppl_vae.models.config import ConfigError, require, require_choice, require_count
 from ppl_vae.training.schedules import LR_SCHEDULES
 
@@ -23,7 +23,7 @@ class TrainConfig:
     :param epochs: passes over the training split.
     :param batch_size: datapoints per step.
     :param lr: Adam's learning rate.
-    :param elbo: ``"trace"``, ``"mean-field"`` or ``"iwae"`` (see :func:`~ppl_vae.infer.elbos.make_elbo`).
+    :param elbo: ``"trace"``, ``"mean-field"``, ``"iwae"`` or ``"enum"`` (see :func:`~ppl_vae.infer.elbos.make_elbo`).
     :param num_particles: samples of z per datapoint and step.
     :param beta: the KL weight of the beta-VAE (1 is the ELBO).
     :param warmup_epochs: epochs of linear KL warm-up from ~0 to ``beta`` (0: none).
@@ -69,6 +69,8 @@ class TrainConfig:
                 f"must be finite and at least 0, got {self.warmup_epochs}")
         require(0 < self.lr_decay <= 1, "lr_decay", f"must be in (0, 1] (1: off), got {self.lr_decay}")
         require_choice(self, "elbo", tuple(ELBOS), what="ELBO")
+        require(not self.jit or self.elbo in JIT_ELBOS, "jit",
+                f"cannot compile the {self.elbo} ELBO; compile one of {', '.join(JIT_ELBOS)}, or train without {{jit}}")
         require_choice(self, "lr_schedule", LR_SCHEDULES, what="learning-rate schedule")
         if self.lr_schedule != "constant" and self.lr_decay < 1:
             raise ConfigError("lr_schedule", f"{self.lr_schedule} and {{lr_decay}} exclude each other (a schedule or "

@@ -6,7 +6,7 @@ import time
 
 import pyro
 import torch
-from pyro.infer import ELBO, Trace_ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO
 from torch import nn
 
 from ppl_vae.data import Dataset
@@ -45,9 +45,17 @@ def evaluate_elbo(
             size = len(x)
             x, labels, noise = group.shard_batch(x, labels)
             with noise:
-                total -= elbo.differentiable_loss(model, guide, *arguments(x, labels)).item() if len(x) else 0.0
+                total -= loss(elbo, model, guide, *arguments(x, labels)) if len(x) else 0.0
             count += size
     return group.sum_scalars(total)[0] / count
+
+
+def loss(elbo: ELBO, model: nn.Module, guide: nn.Module, *args) -> float:
+    """The estimator's loss as a number, without gradients (``TraceEnum_ELBO``'s
+    ``differentiable_loss`` insists on them; its ``loss`` is the same estimate)."""
+    if isinstance(elbo, TraceEnum_ELBO):
+        return elbo.loss(model, guide, *args)
+    return elbo.differentiable_loss(model, guide, *args).item()
 
 
 def evaluation_table(

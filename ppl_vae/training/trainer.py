@@ -71,7 +71,10 @@ class Trainer:
         self.step = SVIStep(model, guide, make_elbo(config.elbo, config.num_particles, config.jit), config.lr, config.beta,
                             distributed)
         self.arguments = model_arguments(model)
-        self.steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+        self.steps_per_epoch = data.num_batches("train", config.batch_size)
+        # the epoch's ELBO of a split: one particle of Trace_ELBO, or of TraceEnum_ELBO where the
+        # objective sums a discrete site out
+        self.evaluation_elbo = make_elbo("enum") if config.elbo == "enum" else None
         self.warmup_steps = round(config.warmup_epochs * self.steps_per_epoch)
         # the loop's position and running sums: all of it goes into checkpoints
         self.epoch, self.step_in_epoch, self.global_step = 1, 0, 0
@@ -260,15 +263,17 @@ class Trainer:
             self.seconds += time.perf_counter() - start
             row = {"epoch": self.epoch, "train_elbo": -self.total / max(self.seen, 1)}
             if self.data.valid is not None:
-                row["valid_elbo"] = evaluate_elbo(self.model, self.guide, self.data, "valid",
+                row["valid_elbo"] = evaluate_elbo(self.model, self.guide, self.data, "valid", elbo=self.evaluation_elbo,
                                                   distributed=self.distributed)
                 if self.selection != "valid_elbo":
                     row[self.selection] = evaluate_elbo(self.model, self.guide, self.data, "valid",
                                                         elbo=make_elbo(self.config.elbo, self.config.num_particles),
                                                         distributed=self.distributed)
-            row |= {"test_elbo": evaluate_elbo(self.model, self.guide, self.data, "test", distributed=self.distributed),
+            row |= {"test_elbo": evaluate_elbo(self.model, self.guide, self.data, "test", elbo=self.evaluation_elbo,
+                                               distributed=self.distributed),
                     "beta": self.step.kl.scale, "lr": self.step.optimizer.param_groups[0]["lr"],
                     "skipped_steps": self.skipped, "seconds": self.seconds}
+            row |= getattr(self.model, "epoch_metrics", lambda guide, data: {})(self.guide, self.data)
             finite = self._check_evaluation(row)
             self.rows.append(row)
             self._track_best(row)

@@ -50,9 +50,33 @@ def test_hierarchical_run_evaluates_and_checks_both_layers(tmp_path, capsys):
     assert "monte-carlo reference" in capsys.readouterr().out
 
 
+SEMI_SUPERVISED = ["--conditional", "semi-supervised", "--labels", "1000", "--dataset", "mnist-sample", "--z-dim", "8",
+                   "--hidden-dims", "128", "--batch-size", "100", "--lr", "1e-3", "--no-progress", "--quiet"]
+
+
+def test_semi_supervised_run_learns_to_classify_and_evaluates_with_the_label_summed_out(tmp_path, capsys):
+    out = tmp_path / "m2"
+    assert main(["train", *SEMI_SUPERVISED, "--epochs", "3", "--out", str(out)]) == 0
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert metrics[["train_elbo", "test_elbo", "test_accuracy"]].map(math.isfinite).all().all()
+    chance, test_size = 0.1, 2000
+    assert metrics["test_accuracy"].iloc[-1] > chance + 4 * math.sqrt(chance * (1 - chance) / test_size)
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["elbo"] == "enum" and config["model"]["num_labels"] == 1000
+    assert main(["evaluate", str(out), "--num-samples", "20", "--num-datapoints", "50", "--no-progress"]) == 0
+    row = pd.read_csv(out / "evaluation.csv").iloc[-1]
+    assert -row["nll"] >= row["elbo"] and 0 <= row["accuracy"] <= 1
+    assert main(["check", str(out), "--num-datapoints", "10", "--num-particles", "10", "--repeats", "5",
+                 "--num-samples", "100"]) == 0
+    check = pd.read_csv(out / "check.csv")
+    assert list(check["estimator"]) == ["TraceEnum_ELBO"] and list(check["reference_kind"]) == ["closed-form"]
+    assert abs(check["z"].iloc[0]) < 4
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("flags", [["--prior", "vamp", "--num-pseudo-inputs", "10", *SMALL], HIERARCHICAL],
-                         ids=["vamp", "hierarchical"])
+@pytest.mark.parametrize("flags", [["--prior", "vamp", "--num-pseudo-inputs", "10", *SMALL], HIERARCHICAL,
+                                   [*SEMI_SUPERVISED[:-4], "--labels", "200", "--no-progress", "--quiet"]],
+                         ids=["vamp", "hierarchical", "semi-supervised"])
 def test_kill_and_resume_gives_the_uninterrupted_run(flags, tmp_path):
     train = ["train", *flags, "--epochs", "2", "--checkpoint-every-steps", "3"]
     ppl_vae(*train, "--out", str(tmp_path / "full"))
@@ -79,7 +103,16 @@ BAD_INPUTS = {
     "unknown-layer-guide": (["--model", "hierarchical", "--layer-guides", "iaf", "nope"], "--layer-guides names 'nope'"),
     "z-dim-on-hierarchical": (["--model", "hierarchical", "--z-dim", "3"], "--z-dim is not an option of --model hierarchical"),
     "hierarchical-flag-on-vae": (["--z-dims", "10", "5"], "--z-dims needs --model hierarchical"),
-    "hierarchical-mean-field": (["--model", "hierarchical", "--elbo", "mean-field"], "--elbo mean-field is biased"),
+    "hierarchical-mean-field": (["--model", "hierarchical", "--elbo", "mean-field"],
+                                "--elbo mean-field does not fit --model hierarchical (the guide's layers depend"),
+    "too-many-labels": (["--conditional", "semi-supervised", "--labels", "20000"],
+                        "--labels must be between the 10 classes and the 10000 training images of 'mnist-sample'"),
+    "too-few-labels": (["--conditional", "semi-supervised", "--labels", "5"], "--labels must be between the 10 classes"),
+    "labels-without-model": (["--labels", "100"], "--labels needs --conditional semi-supervised"),
+    "semi-supervised-trace": (["--conditional", "semi-supervised", "--elbo", "trace"],
+                              "--elbo trace does not fit --model semi-supervised; choose from enum"),
+    "semi-supervised-jit": (["--conditional", "semi-supervised", "--jit"],
+                            "--jit cannot compile the enum ELBO; compile one of trace, mean-field, iwae"),
     "vamp-on-label": (["--conditional", "label", "--prior", "vamp"], "the label model does not take"),
     "learned-and-mixture": (["--conditional", "label", "--learned-prior", "--prior", "mixture"],
                             "--learned-prior learns p(z|y) per class; it does not combine with --prior mixture"),
@@ -91,3 +124,19 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("args, message", list(BAD_INPUTS.values()), ids=list(BAD_INPUTS))
 def test_bad_prior_and_model_input(args, message, tmp_path, capsys):
     assert_usage_error(args, message, tmp_path, capsys)
+
+
+def test_semi_supervised_needs_labels(tmp_path, capsys, monkeypatch):
+    import ppl_vae.cli.train_command
+
+    real = ppl_vae.cli.train_command.load_dataset
+
+    def unlabelled(*args, **kwargs):
+        data = real(*args, **kwargs)
+        data.train_labels = data.test_labels = None
+        data.num_classes = 0
+        return data
+
+    monkeypatch.setattr(ppl_vae.cli.train_command, "load_dataset", unlabelled)
+    assert_usage_error(["--conditional", "semi-supervised"], "--conditional semi-supervised needs a dataset with labels",
+                       tmp_path, capsys)
