@@ -102,14 +102,16 @@ def write_report(table: pd.DataFrame, per_image: pd.DataFrame, args, device, pat
     table["vs"] = [BASELINES[name] if gain else "" for name, gain in zip(table["name"], gains)]
     table["nll_gain"] = [f"{g:+.2f} ± {se:.2f}" if (g, se) != (None, None) else "" for g, se in
                          (gain or (None, None) for gain in gains)]
+    runs = list(table.groupby("nll_datapoints", sort=False))
     columns = ["name", "model", "prior", "guide", "elbo", "num_particles", "epochs", "test_elbo", "test_nll",
                "nll_std_error", "vs", "nll_gain", "active_units", "seconds_per_epoch", "nll_seconds"]
     lines = [
         f"# Priors and two stochastic layers at equal epochs ({device}; {platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__})",
         "",
-        f"`OMP_NUM_THREADS={torch.get_num_threads()} python scripts/bench_priors.py --data-dir ../shared/data "
-        f"--epochs {args.epochs} --num-samples {args.num_samples} --nll-datapoints {args.nll_datapoints}`",
+        *[f"`python scripts/bench_priors.py --data-dir ../shared/data --epochs {args.epochs} --num-samples "
+          f"{args.num_samples} --nll-datapoints {n} --rows {' '.join(group['name'])}`" + ("  " if i < len(runs) - 1 else "")
+          for i, (n, group) in enumerate(runs)],
         "",
         f"Dynamically binarized MNIST; Adam lr 1e-3, batch 100, {args.epochs} epochs, seed {args.seed}, for every "
         "row. One layer (`vae`): 784-200-200-50 tanh, Bernoulli (Burda et al.'s one-layer model); two layers "
@@ -117,9 +119,9 @@ def write_report(table: pd.DataFrame, per_image: pd.DataFrame, args, device, pat
         f"Priors: mixture of {PRIOR_OPTIONS['mixture']['num_components']} Gaussians, VampPrior with "
         f"{PRIOR_OPTIONS['vamp']['num_pseudo_inputs']} pseudo-inputs, flow of "
         f"{PRIOR_OPTIONS['flow']['num_flows']} MAF steps. test_elbo: full test split, one sample per image. "
-        f"test_nll: the IWAE bound with K = {args.num_samples} on the first {args.nll_datapoints} test images "
-        "(binarized once, seed 0; a row scored on fewer images says so in nll_datapoints). nll_gain: the NLL of `vs` minus this row's, paired over the same images, "
-        "with its standard error (positive: this row is better). seconds_per_epoch: training time per epoch "
+        f"test_nll: the IWAE bound with K = {args.num_samples} on the first nll_datapoints test images "
+        "(binarized once, seed 0). nll_gain: the NLL of `vs` minus this row's, paired over the images both were "
+        "scored on, with its standard error (positive: this row is better). seconds_per_epoch: training time per epoch "
         "(rows run one after another on a shared machine).",
         "",
         table[[c for c in columns if c in table]].to_markdown(index=False),

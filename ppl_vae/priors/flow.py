@@ -24,8 +24,9 @@ class FlowPrior(Prior):
         \\log p(z) = \\log \\mathcal{N}(u; 0, I) + \\sum_t \\log \\left| \\det \\frac{\\partial u_t}{\\partial u_{t-1}} \\right|,
         \\qquad u_0 = z,
 
-    and sampling (for figures) is sequential. Consecutive steps see the coordinates in
-    reversed order (Papamakarios et al. 2017, arXiv:1705.07057; as a VAE prior, Chen et al.
+    and sampling (for figures) is sequential. Each step starts at the identity (its MADE's
+    output layer is zero), so training starts from the standard normal prior, as the flow
+    guides start from the diagonal one. Consecutive steps see the coordinates in reversed order (Papamakarios et al. 2017, arXiv:1705.07057; as a VAE prior, Chen et al.
     2017, arXiv:1611.02731).
 
     :param z_dim: the latent dimension (at least 2).
@@ -43,6 +44,9 @@ class FlowPrior(Prior):
         if min(hidden_dims) < 1:
             raise ValueError(f"hidden_dims must hold sizes of at least 1, got {tuple(hidden_dims)}")
         self.flows = nn.ModuleList(affine_autoregressive(z_dim, hidden_dims) for _ in range(num_flows))
+        for flow in self.flows:  # each MADE's output layer starts at zero: every step is the identity
+            nn.init.zeros_(flow.arn.layers[-1].weight)
+            nn.init.zeros_(flow.arn.layers[-1].bias)
         self.register_buffer("reverse", torch.arange(z_dim - 1, -1, -1))
 
     def distribution(self, like: torch.Tensor) -> dist.TorchDistribution:

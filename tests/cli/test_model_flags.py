@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 from test_reliability import ppl_vae
-from test_train_command import assert_usage_error
+from test_train_command import assert_usage_error, without_labels
 
 from ppl_vae import load_pair
 from ppl_vae.cli.main import main
@@ -127,16 +127,6 @@ def test_bad_prior_and_model_input(args, message, tmp_path, capsys):
 
 
 def test_semi_supervised_needs_labels(tmp_path, capsys, monkeypatch):
-    import ppl_vae.cli.train_command
-
-    real = ppl_vae.cli.train_command.load_dataset
-
-    def unlabelled(*args, **kwargs):
-        data = real(*args, **kwargs)
-        data.train_labels = data.test_labels = None
-        data.num_classes = 0
-        return data
-
-    monkeypatch.setattr(ppl_vae.cli.train_command, "load_dataset", unlabelled)
+    without_labels(monkeypatch)
     assert_usage_error(["--conditional", "semi-supervised"], "--conditional semi-supervised needs a dataset with labels",
                        tmp_path, capsys)

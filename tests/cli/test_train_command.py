@@ -216,7 +216,8 @@ def test_conditional_bad_input(args, message, tmp_path, capsys):
     assert_usage_error(args, message, tmp_path, capsys)
 
 
-def test_label_conditioning_needs_labels(tmp_path, capsys, monkeypatch):
+def without_labels(monkeypatch) -> None:
+    """``ppl-vae train`` loads its datasets without labels."""
     import ppl_vae.cli.train_command
 
     real = ppl_vae.cli.train_command.load_dataset
@@ -228,6 +229,10 @@ def test_label_conditioning_needs_labels(tmp_path, capsys, monkeypatch):
         return data
 
     monkeypatch.setattr(ppl_vae.cli.train_command, "load_dataset", unlabelled)
+
+
+def test_label_conditioning_needs_labels(tmp_path, capsys, monkeypatch):
+    without_labels(monkeypatch)
     out = tmp_path / "run"
     assert main(["train", "--conditional", "label", "--out", str(out)]) == 2
     err = capsys.readouterr().err
