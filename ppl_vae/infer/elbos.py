@@ -23,8 +23,10 @@ class QuietTraceEnum_ELBO(TraceEnum_ELBO):
             return super()._get_trace(model, guide, args, kwargs)
 
 
+#: The objectives by name.
 ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO, "iwae": IWAE_ELBO, "enum": QuietTraceEnum_ELBO}
-JIT_ELBOS = {"trace": CompiledTrace_ELBO, "mean-field": CompiledTraceMeanField_ELBO, "iwae": CompiledIWAE_ELBO}
+JIT_#: The objectives by name.
+ELBOS = {"trace": CompiledTrace_ELBO, "mean-field": CompiledTraceMeanField_ELBO, "iwae": CompiledIWAE_ELBO}
 
 
 def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False) -> ELBO:
