@@ -25,8 +25,8 @@ class QuietTraceEnum_ELBO(TraceEnum_ELBO):
 
 #: The objectives by name.
 ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO, "iwae": IWAE_ELBO, "enum": QuietTraceEnum_ELBO}
-JIT_#: The objectives by name.
-ELBOS = {"trace": CompiledTrace_ELBO, "mean-field": CompiledTraceMeanField_ELBO, "iwae": CompiledIWAE_ELBO}
+#: Their compiled versions (:mod:`ppl_vae.infer.compiled`).
+JIT_ELBOS = {"trace": CompiledTrace_ELBO, "mean-field": CompiledTraceMeanField_ELBO, "iwae": CompiledIWAE_ELBO}
 
 
 def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False) -> ELBO:

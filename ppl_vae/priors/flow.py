@@ -26,8 +26,9 @@ class FlowPrior(Prior):
 
     and sampling (for figures) is sequential. Each step starts at the identity (its MADE's
     output layer is zero), so training starts from the standard normal prior, as the flow
-    guides start from the diagonal one. Consecutive steps see the coordinates in reversed order (Papamakarios et al. 2017, arXiv:1705.07057; as a VAE prior, Chen et al.
-    2017, arXiv:1611.02731).
+    guides start from the diagonal one. Consecutive steps see the coordinates in reversed
+    order (Papamakarios et al. 2017, arXiv:1705.07057; as a VAE prior, Chen et al. 2017,
+    arXiv:1611.02731).
 
     :param z_dim: the latent dimension (at least 2).
     :param num_flows: the number of autoregressive steps.
