@@ -72,9 +72,7 @@ class Trainer:
                             distributed)
         self.arguments = model_arguments(model)
         self.steps_per_epoch = data.num_batches("train", config.batch_size)
-        # the epoch's ELBO of a split: one particle of Trace_ELBO, or of TraceEnum_ELBO where the
-        # objective sums a discrete site out
-        self.evaluation_elbo = make_elbo("enum") if config.elbo == "enum" else None
+        self.evaluation_elbo = make_elbo("enum") if config.elbo == "enum" else None  # a split's ELBO each epoch
         self.warmup_steps = round(config.warmup_epochs * self.steps_per_epoch)
         # the loop's position and running sums: all of it goes into checkpoints
         self.epoch, self.step_in_epoch, self.global_step = 1, 0, 0
@@ -272,8 +270,8 @@ class Trainer:
             row |= {"test_elbo": evaluate_elbo(self.model, self.guide, self.data, "test", elbo=self.evaluation_elbo,
                                                distributed=self.distributed),
                     "beta": self.step.kl.scale, "lr": self.step.optimizer.param_groups[0]["lr"],
-                    "skipped_steps": self.skipped, "seconds": self.seconds}
-            row |= getattr(self.model, "epoch_metrics", lambda guide, data: {})(self.guide, self.data)
+                    "skipped_steps": self.skipped, "seconds": self.seconds,
+                    **getattr(self.model, "epoch_metrics", lambda *args: {})(self.guide, self.data)}  # the model's own
             finite = self._check_evaluation(row)
             self.rows.append(row)
             self._track_best(row)
