@@ -53,7 +53,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "permutation": (GUIDE_OPTIONS, "permutation"),
     "num_components": (PRIOR_OPTIONS, "num_components"), "num_pseudo_inputs": (PRIOR_OPTIONS, "num_pseudo_inputs"),
     "prior_flows": (PRIOR_OPTIONS, "num_flows"), "prior_hidden_dims": (PRIOR_OPTIONS, "hidden_dims"),
-    **{f.name: ("train", f.name) for f in fields(TrainConfig)},
+    **{f.name: ("train", f.name) for f in fields(TrainConfig)}, "jit": ("train", "jit"),
     **{("checkpoint_" + f.name if f.name.startswith("every") else "keep_checkpoints" if f.name == "keep" else f.name):
        ("checkpoints", f.name) for f in fields(CheckpointOptions)},
 }

@@ -22,7 +22,7 @@ from ppl_vae.cli.run_directory import labelled_data, new_run_dir, read_config, r
 from ppl_vae.cli.run_lock import RunLock, hold
 from ppl_vae.cli.training_run import run_training, write_run_config
 from ppl_vae.data import DATASETS, load_dataset
-from ppl_vae.infer.elbos import ELBOS
+from ppl_vae.infer.elbos import COMPILE_MODES, ELBOS
 from ppl_vae.models.config import ConfigError, ModelConfig, build_pair
 from ppl_vae.training.checkpoints import CheckpointError, warm_start
 from ppl_vae.training.config import (
@@ -67,9 +67,13 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                    help="trace (Trace_ELBO), mean-field (TraceMeanField_ELBO) or iwae (the importance-weighted bound "
                    "of Burda et al. with K = --num-particles)")
     p.add_argument("--num-particles", type=int, help=f"samples of z per datapoint and step (default {T.num_particles})")
-    p.add_argument("--jit", action=argparse.BooleanOptionalAction,
-                   help="record the ELBO and its gradient once as a graph and replay it (ppl_vae.infer.compiled): "
-                   "same loss and draws, faster steps; for models without data-dependent control flow")
+    p.add_argument("--compile", choices=COMPILE_MODES,
+                   help=f"how the step is compiled (default {T.compile}): auto records the ELBO and its gradient as a graph, "
+                   "checks it against Pyro's ELBO on the first step and falls back with a notice where it cannot be "
+                   "used; fx and inductor (fused kernels, seconds of compilation per batch shape) compile without "
+                   "the check; off runs Pyro's ELBO. The model must have a static structure")
+    p.add_argument("--jit", dest="compile", action="store_const", const="fx", help="the same as --compile fx")
+    p.add_argument("--no-jit", dest="compile", action="store_const", const="off", help="the same as --compile off")
     p.add_argument("--epochs", type=int,
                    help=f"passes over the training split (default {T.epochs}); with --resume, a new budget for the run")
     p.add_argument("--batch-size", type=int, help=f"datapoints per step (default {T.batch_size})")
@@ -153,8 +157,9 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
     device = distributed.device
     train_config = TrainConfig(**train_settings(args))
     options = CheckpointOptions(**given(args, "checkpoints"))
-    if train_config.jit and distributed.is_distributed:
-        raise UsageError("--jit does not support data-parallel training (torchrun); run without --jit")
+    if train_config.compile in ("fx", "inductor") and distributed.is_distributed:
+        raise UsageError(f"--compile {train_config.compile} does not support data-parallel training (torchrun); "
+                         "choose --compile auto or off")
     if args.tensorboard:
         require_tensorboard()
     data = load_dataset(args.dataset, args.data_dir, device, args.validation_size)

@@ -14,6 +14,18 @@ of torch's RNG).
 :class:`CompiledTraceMeanField_ELBO` and :class:`CompiledIWAE_ELBO` (the importance-weighted
 bound of :mod:`ppl_vae.infer.iwae`) are compiled the same way.
 
+The recorded graph runs on one of two backends (``backend``, see :mod:`ppl_vae.infer.graph_backends`):
+``"fx"`` replays it as generated Python, operation by operation; ``"inductor"`` hands it to
+torch's inductor compiler, which fuses its elementwise chains into a few kernels (compiled
+once per argument shapes; ``compile_seconds`` records the time). Both draw the noise with
+torch's own random operators and generator, so they see the uncompiled step's draws.
+On CUDA both replay through a CUDA graph where capture succeeds.
+
+Recording refuses a model whose structure depends on tensor values: a Python ``if`` or
+``int()`` on a tensor computed from the arguments or parameters would fix one branch in the
+graph for good, so reading a tensor's value while recording raises
+:class:`DataDependentStructureError`.
+
 This plays the part of Pyro's ``JitTrace_ELBO`` (which records the loss alone with the
 deprecated ``torch.jit.trace`` and differentiates it with TorchScript's autodiff), with the
 same contract: the model and guide must have a static structure (no Python control flow
@@ -31,6 +43,7 @@ Example::
 """
 
 import inspect
+import time
 import weakref
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -45,14 +58,41 @@ from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.runtime import am_i_wrapped
 from pyro.util import warn_if_nan
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from ppl_vae.infer.graph_passes import as_python_function, remove_redundant_operations
+from ppl_vae.infer.graph_backends import BACKENDS, replay_function
+from ppl_vae.infer.graph_passes import remove_redundant_operations
 from ppl_vae.infer.iwae import IWAE_ELBO
 
 
+class DataDependentStructureError(RuntimeError):
+    """The model or guide read a tensor's value while being recorded (Python control flow on tensors)."""
+
+
 class CompiledELBO:
-    """Compile a Pyro ELBO's ``differentiable_loss`` with its gradient, once per argument shapes."""
+    """Compile a Pyro ELBO's ``differentiable_loss`` with its gradient, once per argument shapes.
+
+    :param backend: ``"fx"`` (replay as generated Python) or ``"inductor"`` (fused kernels).
+    Other arguments are the ELBO's own (``num_particles``, ``max_plate_nesting``, ...).
+    """
+
+    def __init__(self, *args, backend: str = "fx", **kwargs) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        super().__init__(*args, **kwargs)
+        self.backend = backend
+        #: seconds spent recording and compiling, one entry per argument shapes
+        self.compile_seconds: list[float] = []
+
+    def is_recorded(self, model, guide, *args, **kwargs) -> bool:
+        """Whether a graph for these arguments' shapes exists (the next call replays it)."""
+        return self._key(model, guide, args, kwargs) in self.__dict__.get("_graphs", {})
+
+    @property
+    def num_graphs(self) -> int:
+        """How many argument shapes have a recorded graph."""
+        return len(self.__dict__.get("_graphs", {}))
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """The loss (``-ELBO``) as a tensor whose ``backward()`` adds the recorded gradient to
@@ -92,12 +132,17 @@ class CompiledELBO:
         new object may reuse once the old one is collected), and dropped with them.
         """
         graphs = self.__dict__.setdefault("_graphs", {})
-        signature = (*(_signature(a) for a in args), *sorted(kwargs.items()))
-        key = (_weak(model), _weak(guide), *signature)  # to look up: plain references, cached by Python
+        key = self._key(model, guide, args, kwargs)  # to look up: plain references, cached by Python
         if key not in graphs:  # to store: references that drop the graph when their object goes
-            graphs[(_weak(model, self._forget), _weak(guide, self._forget), *signature)] = \
-                self._compile(model, guide, args, kwargs)
+            start = time.perf_counter()
+            graph = self._compile(model, guide, args, kwargs)
+            graphs[(_weak(model, self._forget), _weak(guide, self._forget), *key[2:])] = graph
+            self.compile_seconds.append(time.perf_counter() - start)
         return graphs[key]
+
+    @staticmethod
+    def _key(model, guide, args: tuple, kwargs: dict) -> tuple:
+        return (_weak(model), _weak(guide), *(_signature(a) for a in args), *sorted(kwargs.items()))
 
     def _forget(self, dead: weakref.ref) -> None:
         """Drop the graphs of a collected model or guide."""
@@ -126,9 +171,11 @@ class CompiledELBO:
                 self._loss_and_surrogate_loss(model, guide, args, kwargs)
                 names = list(capture.trace.nodes)
                 params = [pyro.param(name).unconstrained() for name in names]
-                with pyro.validation_enabled(False):  # the checks would be recorded as constants
+                with pyro.validation_enabled(False), _values_not_read():  # the checks would be recorded as constants
                     graph = make_fx(loss_and_gradient, tracing_mode="real")(params, args)
-        return names, used, as_python_function(remove_redundant_operations(graph))
+                graph = remove_redundant_operations(graph)
+                replay = replay_function(graph, [p.detach() for p in params], tree_leaves(args), self.backend)
+        return names, used, replay
 
     def _loss_and_surrogate_loss(self, model, guide, args: tuple, kwargs: dict):
         """``Trace_ELBO.differentiable_loss`` without its conversion of the loss to a number."""
@@ -191,6 +238,21 @@ def _weak(fn: Callable, callback: Callable | None = None) -> weakref.ref:
 
 def _signature(value):
     return (tuple(value.shape), value.dtype, value.device) if torch.is_tensor(value) else value
+
+
+class _values_not_read(TorchFunctionMode):
+    """Raise :class:`DataDependentStructureError` when a tensor's value is read (``bool``, ``int``,
+    ``float``, ``.item()``, ``.tolist()``, ``nonzero``): recording would fix the branch taken."""
+
+    READS = frozenset({"__bool__", "__int__", "__float__", "__index__", "item", "tolist", "nonzero"})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.READS:
+            raise DataDependentStructureError(
+                f"the model or guide reads a tensor's value ({name}) while being recorded: its structure depends on "
+                "tensor values, which a recorded graph cannot follow")
+        return func(*args, **(kwargs or {}))
 
 
 @contextmanager

@@ -27,9 +27,12 @@ class QuietTraceEnum_ELBO(TraceEnum_ELBO):
 ELBOS = {"trace": Trace_ELBO, "mean-field": TraceMeanField_ELBO, "iwae": IWAE_ELBO, "enum": QuietTraceEnum_ELBO}
 #: Their compiled versions (:mod:`ppl_vae.infer.compiled`).
 JIT_ELBOS = {"trace": CompiledTrace_ELBO, "mean-field": CompiledTraceMeanField_ELBO, "iwae": CompiledIWAE_ELBO}
+#: How a step may be compiled: ``"auto"`` (:mod:`ppl_vae.infer.auto_compile`: ``"fx"``, checked on
+#: the first step, else uncompiled), ``"fx"``, ``"inductor"`` (:mod:`ppl_vae.infer.graph_backends`) or ``"off"``.
+COMPILE_MODES = ("auto", "fx", "inductor", "off")
 
 
-def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False) -> ELBO:
+def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False, compile: str = "off") -> ELBO:
     """Build a Pyro ELBO by name; particles are vectorized over a leading dimension.
 
     :param name: ``"trace"`` (:class:`~pyro.infer.Trace_ELBO`), ``"mean-field"``
@@ -38,16 +41,24 @@ def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False) ->
         ``K = num_particles``) or ``"enum"`` (:class:`~pyro.infer.TraceEnum_ELBO`: discrete sites
         marked for enumeration are summed out exactly, the semi-supervised model's label).
     :param num_particles: samples of z per datapoint and step.
-    :param jit: the compiled version of the same estimator (:mod:`ppl_vae.infer.compiled`; trace,
-        mean-field and iwae), for :class:`~ppl_vae.infer.svi_step.SVIStep`: the same loss on the same draws, less Python work
-        per step.
+    :param jit: ``compile="fx"``.
+    :param compile: ``"off"``, or the compiled version of the same estimator
+        (:mod:`ppl_vae.infer.compiled`; trace, mean-field and iwae) on backend ``"fx"`` or
+        ``"inductor"``, for :class:`~ppl_vae.infer.svi_step.SVIStep`: the same loss on the
+        same draws, less Python work per step. (``"auto"`` is a policy of the step:
+        :func:`~ppl_vae.infer.auto_compile.make_svi_step`.)
     """
+    compile = "fx" if jit else compile
     if name not in ELBOS:
         raise ValueError(f"unknown ELBO {name!r}; choose from {', '.join(ELBOS)}")
     if num_particles < 1:
         raise ValueError(f"num_particles must be at least 1, got {num_particles}")
-    if jit and name not in JIT_ELBOS:
+    if compile not in ("off", "fx", "inductor"):
+        raise ValueError(f"unknown compile mode {compile!r} for an ELBO; choose from off, fx, inductor")
+    if compile != "off" and name not in JIT_ELBOS:
         raise ValueError(f"the {name} ELBO has no compiled version; compile one of {', '.join(JIT_ELBOS)}, "
-                         "or train without --jit")
+                         "or train with --compile auto or off")
     options = {"num_particles": num_particles, "vectorize_particles": num_particles > 1, "max_plate_nesting": 1}
-    return (JIT_ELBOS if jit else ELBOS)[name](**options)
+    if compile == "off":
+        return ELBOS[name](**options)
+    return JIT_ELBOS[name](backend=compile, **options)

@@ -7,9 +7,9 @@ field; the command line, :class:`~ppl_vae.training.trainer.Trainer` and
 """
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import InitVar, asdict, dataclass
 
-from ppl_vae.infer.elbos import ELBOS, JIT_ELBOS
+from ppl_vae.infer.elbos import COMPILE_MODES, ELBOS, JIT_ELBOS
 from ppl_vae.models.config import ConfigError, require, require_choice, require_count
 from ppl_vae.training.schedules import LR_SCHEDULES
 
@@ -38,8 +38,12 @@ class TrainConfig:
     :param lr_schedule: ``"constant"`` or ``"burda"``: Burda et al.'s stepwise decay to a
         tenth of ``lr``, scaled to ``epochs`` (:func:`ppl_vae.training.schedules.scheduled_lr`);
         not combined with ``lr_decay``.
-    :param jit: compile the ELBO and its gradient (:mod:`ppl_vae.infer.compiled`): the same
-        loss on the same draws, with less Python work per step.
+    :param compile: how the step is compiled (:mod:`ppl_vae.infer.auto_compile`): ``"auto"``
+        records the ELBO and its gradient as a graph (:mod:`ppl_vae.infer.compiled`), checks it
+        against the uncompiled ELBO on the first step and falls back, with a notice, where it
+        cannot be used; ``"fx"`` and ``"inductor"`` compile without the fallback (``"inductor"``:
+        fused kernels, seconds of compilation per batch shape); ``"off"`` runs Pyro's ELBO.
+    :param jit: the older name: True is ``compile="fx"``, False ``compile="off"``.
     :raises ConfigError: for a value out of its range.
     """
 
@@ -55,9 +59,13 @@ class TrainConfig:
     lr_decay: float = 1.0
     lr_patience: int = 3
     lr_schedule: str = "constant"
-    jit: bool = False
+    compile: str = "auto"
+    jit: InitVar[bool | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, jit: bool | None = None) -> None:
+        if jit is not None:  # the older setting
+            require(self.compile in ("auto", "fx" if jit else "off"), "jit", f"{jit} contradicts {{compile}} {self.compile}")
+            self.compile = "fx" if jit else "off"
         for name in ("epochs", "batch_size", "num_particles"):
             require_count(self, name, minimum=1)
         for name in ("patience", "lr_patience"):
@@ -69,8 +77,10 @@ class TrainConfig:
                 f"must be finite and at least 0, got {self.warmup_epochs}")
         require(0 < self.lr_decay <= 1, "lr_decay", f"must be in (0, 1] (1: off), got {self.lr_decay}")
         require_choice(self, "elbo", tuple(ELBOS), what="ELBO")
-        require(not self.jit or self.elbo in JIT_ELBOS, "jit",
-                f"cannot compile the {self.elbo} ELBO; compile one of {', '.join(JIT_ELBOS)}, or train without {{jit}}")
+        require_choice(self, "compile", COMPILE_MODES, what="compile mode")
+        require(self.compile in ("auto", "off") or self.elbo in JIT_ELBOS, "compile",
+                f"{self.compile} cannot compile the {self.elbo} ELBO; compile one of {', '.join(JIT_ELBOS)}, "
+                "or choose auto or off")
         require_choice(self, "lr_schedule", LR_SCHEDULES, what="learning-rate schedule")
         if self.lr_schedule != "constant" and self.lr_decay < 1:
             raise ConfigError("lr_schedule", f"{self.lr_schedule} and {{lr_decay}} exclude each other (a schedule or "

@@ -23,10 +23,11 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm.auto import tqdm
 
 from ppl_vae.data.datasets import Dataset
+from ppl_vae.infer.auto_compile import make_svi_step
 from ppl_vae.infer.diagnose import nonfinite_site
 from ppl_vae.infer.elbos import make_elbo
 from ppl_vae.infer.latent_scale import warmup_scale
-from ppl_vae.infer.svi_step import NonFiniteLossError, SVIStep
+from ppl_vae.infer.svi_step import NonFiniteLossError
 from ppl_vae.models.base import model_arguments
 from ppl_vae.training.checkpoints import TRAIN_FORMAT, atomic_save
 from ppl_vae.training.config import CheckpointOptions, TrainConfig, check_trainable
@@ -68,8 +69,8 @@ class Trainer:
         self.distributed = process_group(distributed)
         pyro.set_rng_seed(config.seed)
         self.shuffle = torch.Generator().manual_seed(config.seed)
-        self.step = SVIStep(model, guide, make_elbo(config.elbo, config.num_particles, config.jit), config.lr, config.beta,
-                            distributed)
+        self.step = make_svi_step(model, guide, config.elbo, config.num_particles, config.compile, config.lr, config.beta,
+                                  self.distributed)
         self.arguments = model_arguments(model)
         self.steps_per_epoch = data.num_batches("train", config.batch_size)
         self.evaluation_elbo = make_elbo("enum") if config.elbo == "enum" else None  # a split's ELBO each epoch

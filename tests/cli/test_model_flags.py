@@ -112,7 +112,7 @@ BAD_INPUTS = {
     "semi-supervised-trace": (["--conditional", "semi-supervised", "--elbo", "trace"],
                               "--elbo trace does not fit --model semi-supervised; choose from enum"),
     "semi-supervised-jit": (["--conditional", "semi-supervised", "--jit"],
-                            "--jit cannot compile the enum ELBO; compile one of trace, mean-field, iwae"),
+                            "--compile fx cannot compile the enum ELBO; compile one of trace, mean-field, iwae"),
     "vamp-on-label": (["--conditional", "label", "--prior", "vamp"], "the label model does not take"),
     "learned-and-mixture": (["--conditional", "label", "--learned-prior", "--prior", "mixture"],
                             "--learned-prior learns p(z|y) per class; it does not combine with --prior mixture"),

@@ -174,16 +174,18 @@ def test_all_finite_finds_one_bad_element(value):
     assert torch.isfinite(tensors[0]).all()  # the check leaves finite values as they were
 
 
-def test_cli_jit_flag_trains_the_same_run(tmp_path):
+@pytest.mark.parametrize("flags, mode", [([], "auto"), (["--jit"], "fx"), (["--no-jit"], "off"),
+                                         (["--compile", "fx"], "fx")], ids=["default", "jit", "no-jit", "fx"])
+def test_cli_compile_flags_train_the_same_run(tmp_path, flags, mode):
     metrics = {}
-    for flags in ([], ["--jit"]):
-        out = tmp_path / ("jit" if flags else "eager")
+    for run, run_flags in (("off", ["--compile", "off"]), ("given", flags)):
+        out = tmp_path / run
         assert main(["train", "--dataset", "binarized-mnist-sample", "--epochs", "1", "--z-dim", "3", "--hidden-dims",
-                     "32", "--batch-size", "500", "--out", str(out), "--no-progress", *flags]) == 0
-        assert json.loads((out / "config.json").read_text())["train"]["jit"] == bool(flags)
-        metrics[bool(flags)] = (out / "metrics.csv").read_text().splitlines()[1].split(",")[1:3]  # train, test ELBO
-    torch.testing.assert_close(torch.tensor([float(v) for v in metrics[True]]),
-                               torch.tensor([float(v) for v in metrics[False]]), rtol=1e-4, atol=0)
+                     "32", "--batch-size", "500", "--out", str(out), "--no-progress", *run_flags]) == 0
+        assert json.loads((out / "config.json").read_text())["train"]["compile"] == ("off" if run == "off" else mode)
+        metrics[run] = (out / "metrics.csv").read_text().splitlines()[1].split(",")[1:3]  # train, test ELBO
+    torch.testing.assert_close(torch.tensor([float(v) for v in metrics["given"]]),
+                               torch.tensor([float(v) for v in metrics["off"]]), rtol=1e-4, atol=0)
 
 
 def toy_model(x):

@@ -1,0 +1,139 @@
+"""The compiled step by default, checked: ``compile="auto"``.
+
+:func:`make_svi_step` builds the step that :class:`~ppl_vae.training.trainer.Trainer` takes
+for a ``compile`` mode:
+
+- ``"off"``: :class:`~ppl_vae.infer.svi_step.SVIStep` with Pyro's ELBO;
+- ``"fx"``, ``"inductor"``: the same step with the compiled ELBO (:mod:`ppl_vae.infer.compiled`);
+- ``"auto"`` (the default): :class:`CheckedCompiledStep`, the ``"fx"`` step whose every newly
+  recorded graph is checked against the uncompiled ELBO on the same draws. It falls back
+  to the uncompiled step, with one notice line on the ``ppl_vae`` logger naming the reason,
+  when the objective has no compiled version (``"enum"``), under data-parallel training, when
+  the model cannot be recorded (its structure depends on tensor values), when the batch
+  shapes keep changing, or when the compiled loss or gradient differs from the uncompiled
+  one. It never trains another objective than the uncompiled step would.
+
+The contract of a compiled step: the model and guide have a static structure (no Python
+control flow on tensor values; a fixed set of sample sites for each argument shape) and
+take every tensor they depend on as an argument or a parameter.
+"""
+
+import logging
+
+import torch
+from pyro.infer import ELBO
+
+from ppl_vae.infer.compiled import CompiledELBO, DataDependentStructureError
+from ppl_vae.infer.elbos import JIT_ELBOS, make_elbo
+from ppl_vae.infer.svi_step import SVIStep
+from ppl_vae.nn.registration import registration_skipped
+
+logger = logging.getLogger("ppl_vae")
+
+
+class CompiledStepMismatch(RuntimeError):
+    """The compiled loss or gradient differs from the uncompiled one on the same draws."""
+
+
+class CheckedCompiledStep(SVIStep):
+    """:class:`~ppl_vae.infer.svi_step.SVIStep` with a compiled ELBO, checked on the first step of
+    each argument shape against ``uncompiled``; on any failure it becomes the uncompiled step.
+
+    :param uncompiled: the same estimator, uncompiled (the reference and the fallback).
+    :param max_graphs: fall back once this many argument shapes have been recorded (shapes
+        that change from step to step would compile at every step).
+    :param rtol: the relative tolerance (in norm) of the check, per parameter.
+    Other parameters are :class:`~ppl_vae.infer.svi_step.SVIStep`'s.
+
+    ``fallback_reason`` is None while the step is compiled, else why it is not.
+    """
+
+    def __init__(self, model, guide, elbo: CompiledELBO, uncompiled: ELBO, lr: float = 1e-3, beta: float = 1.0,
+                 max_graphs: int = 8, rtol: float = 1e-4) -> None:
+        super().__init__(model, guide, elbo, lr, beta)
+        self.uncompiled, self.max_graphs, self.rtol = uncompiled, max_graphs, rtol
+        self.fallback_reason: str | None = None
+
+    def fall_back(self, reason: str) -> None:
+        """Train uncompiled from now on, with a notice naming ``reason``."""
+        self.fallback_reason = reason
+        self.elbo = self.uncompiled
+        logger.warning("compile auto: %s; training uncompiled", reason)
+
+    def _loss_and_gradient(self, *args):
+        if not isinstance(self.elbo, CompiledELBO):
+            return super()._loss_and_gradient(*args)
+        model, guide, weighted = self._weighted(*args)
+        if self.elbo.is_recorded(model, guide, *weighted):
+            return super()._loss_and_gradient(*args)
+        if self.elbo.num_graphs >= self.max_graphs:
+            self.fall_back(f"the argument shapes keep changing ({self.elbo.num_graphs} recorded)")
+            return super()._loss_and_gradient(*args)
+        devices = sorted({a.device.index or 0 for a in args if torch.is_tensor(a) and a.device.type == "cuda"})
+        try:
+            with torch.random.fork_rng(devices=devices):  # the reference below sees the same draws
+                loss, gradients = super()._loss_and_gradient(*args)
+        except DataDependentStructureError as error:
+            self.fall_back(f"the model cannot be recorded: {error}")
+            return super()._loss_and_gradient(*args)
+        reference, reference_gradients = self._uncompiled_loss_and_gradient(model, guide, weighted,
+                                                                            [p for p, _ in gradients])
+        try:
+            check_agreement(loss, gradients, reference, reference_gradients, self.rtol)
+        except CompiledStepMismatch as error:
+            self.fall_back(str(error))
+            return reference, None
+        return loss, gradients
+
+    def _uncompiled_loss_and_gradient(self, model, guide, args: tuple, params: list[torch.Tensor]):
+        """The uncompiled loss (its graph kept, for the step) and its gradients in ``params``."""
+        with registration_skipped():
+            loss = self.uncompiled.differentiable_loss(model, guide, *args)
+        return loss, torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+
+
+def check_agreement(loss: torch.Tensor, gradients: list[tuple], reference: torch.Tensor,
+                    reference_gradients: tuple, rtol: float) -> None:
+    """Raise :class:`CompiledStepMismatch` unless the compiled loss and each parameter's gradient
+    are within ``rtol`` (relative, in norm) of the uncompiled ones."""
+    def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+        a, b = a.detach().double(), b.detach().double()
+        return bool(torch.isfinite(a).all()) and float((a - b).norm()) <= rtol * float(b.norm()) + 1e-30
+
+    if not close(loss, reference):
+        raise CompiledStepMismatch(f"the compiled loss {float(loss):.6g} differs from the uncompiled "
+                                   f"{float(reference):.6g} on the same draws")
+    for index, ((param, grad), expected) in enumerate(zip(gradients, reference_gradients)):
+        if grad is None and expected is None:
+            continue
+        grad = torch.zeros_like(param) if grad is None else grad
+        expected = torch.zeros_like(param) if expected is None else expected
+        if not close(grad, expected):
+            error = float((grad - expected).norm() / expected.norm().clamp_min(1e-30))
+            raise CompiledStepMismatch(f"the compiled gradient of parameter {index} (shape {tuple(param.shape)}) "
+                                       f"differs from the uncompiled one by {error:.2g} (relative) on the same draws")
+
+
+def make_svi_step(model, guide, elbo: str = "trace", num_particles: int = 1, compile: str = "auto",
+                  lr: float = 1e-3, beta: float = 1.0, distributed=None) -> SVIStep:
+    """The SVI step for a ``compile`` mode (``"auto"``, ``"fx"``, ``"inductor"`` or ``"off"``).
+
+    :param elbo: the objective's name (:func:`~ppl_vae.infer.elbos.make_elbo`).
+    :param distributed: data-parallel training; ``"auto"`` then trains uncompiled.
+    :raises ValueError: for ``"fx"`` or ``"inductor"`` with an objective that has no compiled
+        version, or under data-parallel training.
+    """
+    if compile != "auto":
+        return SVIStep(model, guide, make_elbo(elbo, num_particles, compile=compile), lr, beta, distributed)
+    uncompiled = make_elbo(elbo, num_particles)
+    reason = None
+    if elbo not in JIT_ELBOS:
+        reason = f"the {elbo} ELBO has no compiled version"
+    elif getattr(distributed, "is_distributed", False):
+        reason = "data-parallel training draws each rank's noise apart, which a recorded graph cannot"
+    if reason is not None:
+        logger.warning("compile auto: %s; training uncompiled", reason)
+        step = SVIStep(model, guide, uncompiled, lr, beta, distributed)
+        step.fallback_reason = reason
+        return step
+    return CheckedCompiledStep(model, guide, make_elbo(elbo, num_particles, compile="fx"), uncompiled, lr, beta)
