@@ -6,14 +6,24 @@ interleaved round by round, it times:
 
 - ``plain-torch``: pytorch/examples' hand-written VAE (analytic KL, BCE loss) with
   torch's fastest Adam here (``fused=True``);
-- ``ppl_vae``: :class:`ppl_vae.SVIStep`, i.e. ``Trace_ELBO().differentiable_loss`` on
-  the library's model/guide pair, one fused Adam over all parameters;
-- ``ppl_vae-jit``: the same step with the compiled Trace_ELBO, loss and gradient recorded
-  once as one graph (:mod:`ppl_vae.infer.compiled`; ``make_elbo("trace", jit=True)``, ``ppl-vae train --jit``);
+- ``plain-compiled``: the same loop with its loss (forward and, through AOTAutograd,
+  backward) compiled by ``torch.compile`` (inductor);
+- ``ppl_vae-off``: :class:`ppl_vae.SVIStep`, i.e. ``Trace_ELBO().differentiable_loss`` on
+  the library's model/guide pair, one fused Adam over all parameters (``--compile off``);
+- ``ppl_vae-fx``: the same step with the compiled Trace_ELBO, loss and gradient recorded
+  once as one graph and replayed as Python (:mod:`ppl_vae.infer.compiled`; ``--compile fx``, ``--jit``);
+- ``ppl_vae-inductor``: that graph compiled by inductor (``--compile inductor``);
+- ``ppl_vae-auto``: the step that ``ppl-vae train`` and ``fit`` take with no flags
+  (:func:`ppl_vae.infer.auto_compile.make_svi_step` with ``TrainConfig``'s default ``compile``);
+- ``ppl_vae-cuda-graph`` (CUDA only): the fx step, which on CUDA replays a captured CUDA graph;
 - ``pyro-svi``: the same pair under plain ``pyro.infer.SVI`` with ``pyro.optim.Adam``.
 
-Each round runs ``--steps`` steps per method; the median images/s over ``--rounds``
-rounds is reported. Writes ``results/bench_train.csv`` and ``results/bench_train.md``.
+Each round runs ``--steps`` steps per method, in turn; the median images/s over ``--rounds``
+rounds is reported, with ``ratio_to_plain`` (to the eager plain loop) and
+``ratio_to_best_plain`` (the median over rounds of the ratio to the faster plain loop of the
+same round). ``default`` marks the row of the path taken with no flags; ``compile_s`` is the
+first step's time less a step's (recording and compiling, once per batch shape).
+Writes ``results/bench_train.csv`` and ``results/bench_train.md``.
 The process keeps freed memory for reuse (``--allocator retain``, what the ``ppl-vae``
 command does, :mod:`ppl_vae.training.memory`), so that all methods run without glibc's page
 faults; ``--allocator default`` measures under glibc's defaults.
@@ -36,7 +46,8 @@ import torch.nn.functional as F
 from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 
-from ppl_vae import ModelConfig, SVIStep, build_pair, load_dataset, make_elbo
+from ppl_vae import ModelConfig, SVIStep, TrainConfig, build_pair, load_dataset, make_elbo
+from ppl_vae.infer.auto_compile import make_svi_step
 from ppl_vae.infer.svi_step import make_adam
 from ppl_vae.training.device import resolve_device
 from ppl_vae.training.memory import ALLOCATORS, choose_allocator
@@ -60,15 +71,20 @@ class PlainVAE(nn.Module):
         return self.fc4(F.relu(self.fc3(z))), mu, logvar
 
 
-def plain_runner(device):
+def plain_runner(device, compiled: bool = False):
     vae = PlainVAE().to(device)
     optimizer = make_adam(vae.parameters(), 1e-3)
 
-    def step(x):
+    def loss_fn(x):
         logits, mu, logvar = vae(x)
         bce = F.binary_cross_entropy_with_logits(logits, x.view(-1, 784), reduction="sum")
         kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-        loss = bce + kld
+        return bce + kld
+
+    loss_fn = torch.compile(loss_fn) if compiled else loss_fn
+
+    def step(x):
+        loss = loss_fn(x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -82,12 +98,8 @@ def pair(device):
     return model.to(device), guide.to(device)
 
 
-def ppl_vae_runner(device):
-    return SVIStep(*pair(device), Trace_ELBO(), lr=1e-3)
-
-
-def ppl_vae_jit_runner(device):
-    return SVIStep(*pair(device), make_elbo("trace", jit=True), lr=1e-3)
+def ppl_vae_runner(compile: str):
+    return lambda device: make_svi_step(*pair(device), compile=compile, lr=1e-3)
 
 
 def pyro_svi_runner(device):
@@ -95,8 +107,14 @@ def pyro_svi_runner(device):
     return SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO()).step
 
 
-RUNNERS = {"plain-torch": plain_runner, "ppl_vae": ppl_vae_runner, "ppl_vae-jit": ppl_vae_jit_runner,
+DEFAULT = "ppl_vae-" + TrainConfig().compile
+RUNNERS = {"plain-torch": plain_runner, "plain-compiled": lambda device: plain_runner(device, compiled=True),
+           **{f"ppl_vae-{mode}": ppl_vae_runner(mode) for mode in ("off", "fx", "inductor", "auto")},
            "pyro-svi": pyro_svi_runner}
+PLAIN = ("plain-torch", "plain-compiled")
+# on CUDA the compiled steps replay a captured CUDA graph; this row measures the fx step without one
+CUDA_RUNNERS = {"ppl_vae-fx-no-cuda-graph": lambda device: SVIStep(*pair(device), make_elbo("trace", compile="fx",
+                                                                                             cuda_graphs=False))}
 
 
 def time_steps(step, batches, device) -> float:
@@ -118,6 +136,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="steps per method and round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--name", help="file name stem (default bench_train, bench_train_cuda on CUDA)")
     parser.add_argument("--allocator", choices=ALLOCATORS, default="retain",
                         help="retain: keep freed memory, as the ppl-vae command does (ppl_vae.training.memory); "
                              "default: glibc's defaults")
@@ -128,28 +147,34 @@ def main() -> None:
     pyro.set_rng_seed(0)
     rows = []
     for batch_size in args.batch_sizes:
-        runners = {name: make(device) for name, make in RUNNERS.items()}
         batches = list(data.batches("train", batch_size, shuffle=True))[: args.steps]
-        for name, step in runners.items():  # warm-up
-            time_steps(step, batches[:10], device)
+        runners, compile_s = {}, {}
+        methods = {**RUNNERS, **(CUDA_RUNNERS if device.type == "cuda" else {})}
+        for name, make in methods.items():  # warm-up: the first step records and compiles
+            runners[name] = make(device)
+            first = time_steps(runners[name], batches[:1], device)
+            compile_s[name] = max(first - time_steps(runners[name], batches[1:11], device) / 10, 0.0)
         rates = {name: [] for name in runners}
         for _ in range(args.rounds):
             for name, step in runners.items():
                 seconds = time_steps(step, batches, device)
                 rates[name].append(len(batches) * batch_size / seconds)
         reference = statistics.median(rates["plain-torch"])
+        best_plain = [max(values) for values in zip(*(rates[name] for name in PLAIN))]
         for name, values in rates.items():
             rows.append({
                 "device": str(device), "allocator": allocator,
-                "batch_size": batch_size, "method": name,
+                "batch_size": batch_size, "method": name, "default": name == DEFAULT,
                 "images_per_s": round(statistics.median(values)),
                 "ratio_to_plain": round(statistics.median(values) / reference, 3),
+                "ratio_to_best_plain": round(statistics.median(v / b for v, b in zip(values, best_plain)), 3),
+                "compile_s": round(compile_s[name], 2),
                 "rounds": args.rounds, "steps_per_round": len(batches),
             })
             print(rows[-1])
     table = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    name = "bench_train" if device.type == "cpu" else f"bench_train_{device.type}"
+    name = args.name or ("bench_train" if device.type == "cpu" else f"bench_train_{device.type}")
     table.to_csv(args.out / f"{name}.csv", index=False)
     machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                f"torch {torch.__version__}, pyro {pyro.__version__}")

@@ -74,14 +74,15 @@ class CompiledELBO:
     """Compile a Pyro ELBO's ``differentiable_loss`` with its gradient, once per argument shapes.
 
     :param backend: ``"fx"`` (replay as generated Python) or ``"inductor"`` (fused kernels).
+    :param cuda_graphs: on CUDA, replay through a captured CUDA graph.
     Other arguments are the ELBO's own (``num_particles``, ``max_plate_nesting``, ...).
     """
 
-    def __init__(self, *args, backend: str = "fx", **kwargs) -> None:
+    def __init__(self, *args, backend: str = "fx", cuda_graphs: bool = True, **kwargs) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         super().__init__(*args, **kwargs)
-        self.backend = backend
+        self.backend, self.cuda_graphs = backend, cuda_graphs
         #: seconds spent recording and compiling, one entry per argument shapes
         self.compile_seconds: list[float] = []
 
@@ -174,7 +175,8 @@ class CompiledELBO:
                 with pyro.validation_enabled(False), _values_not_read():  # the checks would be recorded as constants
                     graph = make_fx(loss_and_gradient, tracing_mode="real")(params, args)
                 graph = remove_redundant_operations(graph)
-                replay = replay_function(graph, [p.detach() for p in params], tree_leaves(args), self.backend)
+                replay = replay_function(graph, [p.detach() for p in params], tree_leaves(args), self.backend,
+                                         self.cuda_graphs)
         return names, used, replay
 
     def _loss_and_surrogate_loss(self, model, guide, args: tuple, kwargs: dict):

@@ -32,7 +32,8 @@ JIT_ELBOS = {"trace": CompiledTrace_ELBO, "mean-field": CompiledTraceMeanField_E
 COMPILE_MODES = ("auto", "fx", "inductor", "off")
 
 
-def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False, compile: str = "off") -> ELBO:
+def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False, compile: str = "off",
+              cuda_graphs: bool = True) -> ELBO:
     """Build a Pyro ELBO by name; particles are vectorized over a leading dimension.
 
     :param name: ``"trace"`` (:class:`~pyro.infer.Trace_ELBO`), ``"mean-field"``
@@ -47,6 +48,7 @@ def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False, co
         ``"inductor"``, for :class:`~ppl_vae.infer.svi_step.SVIStep`: the same loss on the
         same draws, less Python work per step. (``"auto"`` is a policy of the step:
         :func:`~ppl_vae.infer.auto_compile.make_svi_step`.)
+    :param cuda_graphs: a compiled ELBO on CUDA replays its graph as a captured CUDA graph.
     """
     compile = "fx" if jit else compile
     if name not in ELBOS:
@@ -61,4 +63,4 @@ def make_elbo(name: str = "trace", num_particles: int = 1, jit: bool = False, co
     options = {"num_particles": num_particles, "vectorize_particles": num_particles > 1, "max_plate_nesting": 1}
     if compile == "off":
         return ELBOS[name](**options)
-    return JIT_ELBOS[name](backend=compile, **options)
+    return JIT_ELBOS[name](backend=compile, cuda_graphs=cuda_graphs, **options)

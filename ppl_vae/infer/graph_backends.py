@@ -34,7 +34,7 @@ logger = logging.getLogger("ppl_vae")
 
 
 def replay_function(graph: GraphModule, parameters: Sequence[torch.Tensor], arguments: Sequence,
-                    backend: str = "fx") -> Callable:
+                    backend: str = "fx", cuda_graphs: bool = True) -> Callable:
     """The graph as a function of ``(*parameters, *arguments)`` returning its outputs, flat.
 
     :param graph: a graph of aten operations, its placeholders the parameters then the arguments.
@@ -42,6 +42,7 @@ def replay_function(graph: GraphModule, parameters: Sequence[torch.Tensor], argu
         by a captured graph, so they must be the tensors that the optimizer updates.
     :param arguments: example arguments (the flat leaves of the ELBO's ``args``).
     :param backend: ``"fx"`` or ``"inductor"``.
+    :param cuda_graphs: capture the function in a CUDA graph when every tensor is on CUDA.
     """
     if backend == "fx":
         function = as_python_function(graph)
@@ -50,7 +51,7 @@ def replay_function(graph: GraphModule, parameters: Sequence[torch.Tensor], argu
     else:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     tensors = [a for a in [*parameters, *arguments] if torch.is_tensor(a)]
-    if tensors and all(t.device.type == "cuda" for t in tensors):
+    if cuda_graphs and tensors and all(t.device.type == "cuda" for t in tensors):
         return cuda_graphed(function, parameters, arguments)
     return function
 

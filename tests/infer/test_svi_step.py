@@ -151,3 +151,27 @@ def test_bad_train_config(field, value, message):
     """A TrainConfig refuses a bad value when it is built, before fit or the CLI sees it."""
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{"epochs": 1, field: value})
+
+
+def test_adam_step_is_torch_adams_step_bitwise():
+    from ppl_vae.infer.svi_step import adam_step, make_adam
+
+    torch.manual_seed(0)
+    params = [torch.randn(30, 20, requires_grad=True), torch.randn(20, requires_grad=True),
+              torch.randn(5, requires_grad=True)]
+    copies = [p.detach().clone().requires_grad_() for p in params]
+    ours, torchs = make_adam(params, 1e-2), make_adam(copies, 1e-2)
+    for step in range(5):
+        grads = [torch.randn_like(p) for p in params]
+        for p, q, g in zip(params, copies, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        params[2].grad = copies[2].grad = None if step in (0, 3) else params[2].grad  # no gradient on some steps
+        if step == 2:
+            for optimizer in (ours, torchs):
+                optimizer.param_groups[0]["lr"] = 3e-3  # a schedule's change is seen
+        adam_step(ours)
+        torchs.step()
+    for p, q in zip(params, copies):
+        assert torch.equal(p, q)
+    for p, q in zip(params, copies):
+        assert all(torch.equal(a, b) for a, b in zip(ours.state[p].values(), torchs.state[q].values()))
