@@ -9,6 +9,7 @@ import torch
 from ppl_vae.cli.arguments import UsageError, positive_int
 from ppl_vae.cli.run_directory import append_table, load_run
 from ppl_vae.cli.run_lock import RunLock, hold
+from ppl_vae.infer.importance import pass_size
 from ppl_vae.training.device import resolve_device
 from ppl_vae.training.distributed import init_distributed
 from ppl_vae.training.footprint import available_bytes, pass_bytes
@@ -27,9 +28,12 @@ def add_evaluate_parser(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="importance-sampled log-likelihood (IWAE bound), active units, KL")
     add_run_dir_arguments(p)
     p.add_argument("--num-samples", type=positive_int, default=5000, help="K importance samples (default 5000)")
-    p.add_argument("--batch-size", type=positive_int, default=2, help="datapoints per pass (default 2)")
-    p.add_argument("--chunk-size", type=positive_int, default=2000,
-                   help="samples per pass (default 2000; batch x chunk sets memory; a few thousand pairs suit CPU caches)")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="datapoints per pass (default: by device, 2 on the CPU, as many as a quarter of free memory "
+                   "holds on CUDA)")
+    p.add_argument("--chunk-size", type=positive_int,
+                   help="samples per pass (default: by device, 2000 on the CPU, up to 5000 on CUDA; batch x chunk "
+                   "sets memory; a few thousand pairs suit CPU caches)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -79,6 +83,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             distributed.on_main(lambda: hold(held, args.run_dir, "evaluate"))
             args.device = str(distributed.device)  # under torchrun: this rank's
             model, guide, data, (x, *condition) = evaluation_data(args)
+            batch_size, chunk_size = pass_size(distributed.device, args.num_samples, x[0].numel())
+            args.batch_size, args.chunk_size = args.batch_size or batch_size, args.chunk_size or chunk_size
             check_pass_fits(args.batch_size * min(args.chunk_size, args.num_samples), x, distributed.device)
             main = distributed.is_main
             size = distributed.shard_bounds(len(x))[1]

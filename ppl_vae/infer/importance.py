@@ -10,8 +10,10 @@ any model/guide pair of the library works unchanged, flow guides and conditional
 included. Particles are drawn in chunks and combined with a running ``logsumexp``, so
 memory stays bounded for any K.
 
-Each datapoint's noise comes from its own generator, seeded by its index: the
-per-datapoint results do not depend on the batch or chunk size (common random numbers).
+Each datapoint's noise is a function of the seed, the site, the datapoint's index, the
+particle and the coordinate (:class:`~ppl_vae.infer.noise.CounterNoise`), computed on the
+data's device: the per-datapoint results do not depend on the batch or chunk size (common
+random numbers), and no CPU generator is on the path.
 """
 
 import math
@@ -21,7 +23,7 @@ import pyro
 import torch
 from torch import nn
 
-from ppl_vae.infer.noise import PerDatapointNoise
+from ppl_vae.infer.noise import CounterNoise
 from ppl_vae.infer.traces import is_enumerated, log_weight, sample_sites, site_log_prob, traces
 from ppl_vae.nn.registration import registration_skipped
 
@@ -77,20 +79,24 @@ class PerDatapoint(NamedTuple):
 @torch.no_grad()
 def estimate_log_likelihood(
     model: nn.Module, guide: nn.Module, x: torch.Tensor, *args, num_samples: int = 5000,
-    batch_size: int = 2, chunk_size: int = 2000, seed: int = 0, progress=None, first_index: int = 0,
+    batch_size: int | None = None, chunk_size: int | None = None, seed: int = 0, progress=None, first_index: int = 0,
 ) -> tuple[PerDatapoint, dict[str, torch.Tensor]]:
     """The importance-sampled log p(x) per datapoint, and the guide's mean of every latent site.
 
     :param x: ``(N, *event_shape)``; further ``args`` (conditions) are split alongside.
     :param num_samples: K, importance samples per datapoint.
-    :param batch_size: datapoints per pass.
-    :param chunk_size: particles per pass (memory grows with ``batch_size * chunk_size``).
-    :param seed: seed of the per-datapoint noise generators.
-    :param first_index: the index of ``x[0]`` in the whole set (its generator's seed), so that
+    :param batch_size: datapoints per pass (None: :func:`pass_size` for ``x``'s device).
+    :param chunk_size: particles per pass (memory grows with ``batch_size * chunk_size``; None:
+        :func:`pass_size`).
+    :param seed: seed of the per-datapoint noise.
+    :param first_index: the index of ``x[0]`` in the whole set (a key of its noise), so that
         a shard of a set gets the same noise as the whole set.
     :returns: :class:`PerDatapoint` and, by site name (``"z"``, or ``"z1"``, ``"z2"``, ... for
         a hierarchical model), ``E_q[z|x]`` ``(N, site_dim)``, estimated from the same K draws.
     """
+    default_batch, default_chunk = pass_size(x.device, num_samples, math.prod(x.shape[1:]))
+    batch_size = default_batch if batch_size is None else batch_size
+    chunk_size = default_chunk if chunk_size is None else chunk_size
     for name, value in (("num_samples", num_samples), ("batch_size", batch_size), ("chunk_size", chunk_size)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
@@ -98,13 +104,13 @@ def estimate_log_likelihood(
     with registration_skipped(), pyro.validation_enabled(False):
         for start in range(0, len(x), batch_size):
             stop = min(start + batch_size, len(x))
-            generators = [torch.Generator().manual_seed(seed * 1_000_003 + first_index + i) for i in range(start, stop)]
+            noise = CounterNoise(seed, torch.arange(first_index + start, first_index + stop, device=x.device))
             batch_args = [a[start:stop] for a in args]
             log_sum = torch.full((stop - start,), -math.inf, dtype=x.dtype, device=x.device)
             weight_sum, sums = 0.0, {}
             for k in range(0, num_samples, chunk_size):
                 particles = min(chunk_size, num_samples - k)
-                with PerDatapointNoise(generators):
+                with noise:
                     log_w, particle_elbo, latents = log_importance_weights(
                         model, guide, x[start:stop], *batch_args, num_particles=particles
                     )
@@ -120,6 +126,21 @@ def estimate_log_likelihood(
             if progress is not None:
                 progress.update(stop - start)
     return PerDatapoint(torch.cat(log_px), torch.cat(elbo)), {site: torch.cat(m) for site, m in means.items()}
+
+
+def pass_size(device: torch.device, num_samples: int, data_dim: int) -> tuple[int, int]:
+    """The evaluation pass, ``(batch_size, chunk_size)``, for a device.
+
+    On the CPU, 2 datapoints by 2000 particles (4000 pairs: the fastest on a few cores,
+    ``scripts/bench_evaluate.py``); on CUDA, up to 5000 particles and as many datapoints as
+    a quarter of the free memory holds, at about 16 floats of activations per pair and data
+    dimension, so that the GPU is not launch-bound.
+    """
+    if device.type != "cuda":
+        return 2, 2000
+    chunk = min(num_samples, 5000)
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(1000, free // 4 // (16 * 4 * data_dim * chunk))), chunk
 
 
 def active_units(posterior_mean: torch.Tensor, threshold: float = 0.01) -> torch.Tensor:

@@ -5,8 +5,11 @@ A latent site whose distribution is (an expanded, ``Independent`` or transformed
 as its own ``rsample`` would, but with ``eps`` drawn by the messenger. Two variants differ
 only in where ``eps`` comes from:
 
-- :class:`PerDatapointNoise` (evaluation): one generator per datapoint, so per-datapoint
-  results do not depend on the batch or chunk size.
+- :class:`CounterNoise` (evaluation): each draw is a function of (seed, site, datapoint
+  index, particle, coordinate), computed on the data's device by a counter-based generator
+  (:func:`counter_normal`), so per-datapoint results do not depend on the batch or chunk size.
+- :class:`PerDatapointNoise`: one CPU generator per datapoint (the ``check`` command's
+  reference draws).
 - :class:`ShardedNoise` (data-parallel training): every rank draws the noise of the whole
   global batch from the same RNG stream and keeps its own rows, so that together the
   ranks use exactly the draws of a single process on the global batch.
@@ -17,6 +20,7 @@ distribution already broadcast to its plates.
 """
 
 import math
+import zlib
 
 import pyro.distributions as dist
 import torch
@@ -134,3 +138,105 @@ class ShardedNoise(ReparameterizedNoise):
         full[data_dim] = self.global_size
         eps = torch.empty(full, dtype=like.dtype, device=like.device).normal_()
         return eps.narrow(data_dim, self.start, self.size)
+
+
+# SplitMix64 (Steele, Lea & Flood 2014; Vigna's constants): state k + (c + 1) * GOLDEN, output
+# mix64(state). In int64 tensors: products wrap modulo 2^64 as unsigned ones do, and the right
+# shifts are made logical by a mask.
+_MASK64 = (1 << 64) - 1
+GOLDEN, _M1, _M2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def _int64(value: int) -> int:
+    """``value`` modulo 2^64, as the int64 with the same bits."""
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def mix64(value: int) -> int:
+    """SplitMix64's output function on a Python integer (the reference of :func:`mix64_`)."""
+    value &= _MASK64
+    value = ((value ^ (value >> 30)) * _M1) & _MASK64
+    value = ((value ^ (value >> 27)) * _M2) & _MASK64
+    return value ^ (value >> 31)
+
+
+def _xor_shift_(z: torch.Tensor, shift: int) -> torch.Tensor:
+    return z.bitwise_xor_(z.bitwise_right_shift(shift).bitwise_and_((1 << (64 - shift)) - 1))
+
+
+def mix64_(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's output function on an int64 tensor, in place (bit for bit :func:`mix64`)."""
+    return _xor_shift_(_xor_shift_(_xor_shift_(z, 30).mul_(_int64(_M1)), 27).mul_(_int64(_M2)), 31)
+
+
+def site_key(seed: int, site: str) -> int:
+    """The 64-bit key of a seed and a sample site's name."""
+    return mix64(mix64(seed) ^ zlib.crc32(site.encode()))
+
+
+def counter_normal(key: int, indices: torch.Tensor, shape: tuple, like: torch.Tensor, data_dim: int = 1,
+                   first_particle: int = 0) -> torch.Tensor:
+    """Standard normals of ``shape`` = ``(*lead, particles, batch, *rest)`` (the data at ``data_dim``),
+    each a function of the key, its datapoint's index, its particle and its coordinate.
+
+    Datapoint ``indices[b]`` has its own SplitMix64 stream, ``mix64(key + (index + 1) * GOLDEN)``;
+    the draw of particle ``first_particle + p``, enumerated value ``l`` and coordinate ``r`` is
+    its counter ``(p L + l) R + r`` hashed with that stream (``L``, ``R``: the sizes of ``lead``
+    and ``rest``). Particles counted from ``first_particle`` make chunks of particles draw what
+    one call would. The top 24 (float32) or 53 (float64) bits become a uniform at the midpoint
+    of its grid, ``(2k + 1) 2^-(p+1) - 1`` for ``2u - 1``, exact and strictly inside (-1, 1), and
+    ``sqrt(2) erfinv(2u - 1)`` is the normal. All of it is tensor arithmetic on ``like``'s device.
+
+    :param key: :func:`site_key` of the seed and the site.
+    :param indices: ``(batch,)`` int64, each datapoint's index in the whole set.
+    :returns: ``shape``, in ``like``'s dtype and on its device.
+    """
+    shape = tuple(shape)
+    lead, particles, batch, rest = shape[:data_dim - 1], shape[data_dim - 1], shape[data_dim], shape[data_dim + 1:]
+    device = like.device
+    streams = indices.to(device=device, dtype=torch.int64).add(1).mul_(_int64(GOLDEN)).add_(_int64(key))
+    streams = mix64_(streams)  # (batch,): one stream per datapoint
+    counters = torch.arange(first_particle * math.prod(lead) * math.prod(rest),
+                            (first_particle + particles) * math.prod(lead) * math.prod(rest), device=device)
+    counters = counters.reshape(particles, math.prod(lead), 1, math.prod(rest))
+    z = mix64_(counters.add(1).mul_(_int64(GOLDEN)) + streams.reshape(1, 1, batch, 1))  # (particles, L, batch, R)
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    bits = 53 if dtype == torch.float64 else 24  # the significand's bits
+    grid = z.bitwise_right_shift_(64 - bits).bitwise_and_((1 << bits) - 1).to(dtype)
+    centered = grid.mul_(2.0 ** (1 - bits)).add_(2.0 ** -bits - 1.0)  # (2k + 1) 2^-bits - 1, exactly
+    normal = centered.erfinv_().mul_(math.sqrt(2.0)).reshape(particles, *lead, batch, *rest)
+    if lead:
+        normal = normal.movedim(0, len(lead))  # (*lead, particles, batch, *rest)
+    return normal.to(like.dtype)
+
+
+class CounterNoise(ReparameterizedNoise):
+    """Draw each latent site's noise as a function of (seed, site, datapoint index, particle,
+    coordinate), on the data's device (evaluation).
+
+    Enter it once per chunk of particles of the same datapoints: it counts the particles each
+    site has drawn, so that the chunks continue one stream.
+
+    :param seed: the evaluation's seed.
+    :param indices: ``(batch,)`` the datapoints' indices in the whole set; a site is handled
+        when its batch shape ends in ``(particles, len(indices))``.
+    """
+
+    def __init__(self, seed: int, indices: torch.Tensor) -> None:
+        super().__init__()
+        self.seed, self.indices = seed, indices
+        self.particles_drawn: dict[str, int] = {}
+        self._site = ""
+
+    def handles(self, fn: dist.Distribution) -> bool:
+        return len(fn.batch_shape) >= 2 and fn.batch_shape[-1] == len(self.indices)
+
+    def _pyro_sample(self, msg) -> None:
+        self._site = msg["name"]
+        super()._pyro_sample(msg)
+
+    def noise(self, shape: torch.Size, data_dim: int, like: torch.Tensor) -> torch.Tensor:
+        first = self.particles_drawn.get(self._site, 0)
+        self.particles_drawn[self._site] = first + shape[data_dim - 1]
+        return counter_normal(site_key(self.seed, self._site), self.indices, shape, like, data_dim, first)

@@ -60,7 +60,7 @@ def loss(elbo: ELBO, model: nn.Module, guide: nn.Module, *args) -> float:
 
 def evaluation_table(
     model: nn.Module, guide: nn.Module, x: torch.Tensor, *args, num_samples: int = 5000,
-    batch_size: int = 2, chunk_size: int = 2000, seed: int = 0, progress=None, distributed=None,
+    batch_size: int | None = None, chunk_size: int | None = None, seed: int = 0, progress=None, distributed=None,
 ) -> dict[str, float]:
     """Everything ``ppl-vae evaluate`` reports, as one flat row.
 
@@ -70,7 +70,7 @@ def evaluation_table(
 
     :param distributed: shard the datapoints over the ranks of a process group
         (:class:`~ppl_vae.training.distributed.Distributed`) and gather the per-datapoint results; each datapoint
-        keeps its own noise generator, so the row equals the single-process one.
+        keeps its own noise (keyed on its index), so the row equals the single-process one.
     """
 
     group = process_group(distributed)

@@ -5,9 +5,10 @@ from contextlib import nullcontext
 import pyro
 import pytest
 import torch
+from conftest import requires_cuda
 
 from ppl_vae import ModelConfig, build_pair
-from ppl_vae.infer.noise import PerDatapointNoise, ShardedNoise
+from ppl_vae.infer.noise import CounterNoise, PerDatapointNoise, ShardedNoise, counter_normal, mix64, mix64_, site_key
 from ppl_vae.nn.registration import registration_skipped
 
 GUIDES = {"diag": {}, "full-rank": {}, "iaf": {"num_flows": 2, "hidden_dims": (8,)}, "planar": {"num_flows": 2}}
@@ -67,3 +68,79 @@ def test_per_datapoint_noise_is_standard_normal(dtype):
     ranks = torch.arange(1, n + 1, dtype=torch.float64)
     statistic = torch.maximum(ranks / n - cdf, cdf - (ranks - 1) / n).max()
     assert statistic < 1.95 / n**0.5, statistic
+
+
+# ------------------------------------------------------------ counter-based noise (the evaluator's)
+def counter_draws(indices, num_particles: int, dtype: torch.dtype, z_dim: int = 3, site: str = "z", first: int = 0,
+                  device: str = "cpu") -> torch.Tensor:
+    return counter_normal(site_key(0, site), torch.as_tensor(indices), (num_particles, len(indices), z_dim),
+                          torch.zeros((), dtype=dtype, device=device), first_particle=first)
+
+
+def test_mix64_is_splitmix64_bit_for_bit():
+    values = [0, 1, 2**31, 2**32 + 7, 2**63 - 1, 2**63, 2**64 - 1, *torch.randint(0, 2**62, (50,)).tolist()]
+    as_int64 = torch.tensor([v - 2**64 if v >= 2**63 else v for v in values])
+    assert [v & (2**64 - 1) for v in mix64_(as_int64).tolist()] == [mix64(v) for v in values]
+    # the published first output of SplitMix64 seeded with 0: mix64(0 + GOLDEN)
+    assert mix64(0x9E3779B97F4A7C15) == 0xE220A8397B1DCDAF
+
+
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=list(DTYPES))
+def test_counter_noise_does_not_depend_on_chunks_batches_or_order(dtype):
+    whole = counter_draws(range(10), 300, dtype)
+    assert whole.dtype == dtype
+    chunks = torch.cat([counter_draws(range(10), 1, dtype), counter_draws(range(10), 120, dtype, first=1),
+                        counter_draws(range(10), 179, dtype, first=121)])
+    torch.testing.assert_close(chunks, whole, rtol=0, atol=0)
+    shuffled = [7, 2, 9]
+    torch.testing.assert_close(counter_draws(shuffled, 300, dtype), whole[:, shuffled], rtol=0, atol=0)
+    assert not torch.equal(counter_draws(range(10), 300, dtype, site="z2"), whole)  # another site, other draws
+
+
+def test_counter_noise_of_enumerated_sites_is_split_invariant():
+    key, indices, like = site_key(3, "z"), torch.arange(4), torch.zeros(())
+    whole = counter_normal(key, indices, (2, 50, 4, 5), like, data_dim=2)  # (enumerated, particles, batch, dim)
+    parts = [counter_normal(key, indices, (2, 20, 4, 5), like, data_dim=2),
+             counter_normal(key, indices, (2, 30, 4, 5), like, data_dim=2, first_particle=20)]
+    torch.testing.assert_close(torch.cat(parts, dim=1), whole, rtol=0, atol=0)
+    assert not torch.equal(whole[0], whole[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=list(DTYPES))
+def test_counter_noise_is_standard_normal(dtype):
+    eps = counter_draws(range(10), 20_000, dtype).double().flatten()  # 600,000 draws
+    n = len(eps)
+    assert torch.isfinite(eps).all()
+    assert abs(eps.mean()) < 4 / n**0.5
+    assert abs(eps.var() - 1) < 4 * (2 / n) ** 0.5
+    assert abs((eps**3).mean()) < 4 * (15 / n) ** 0.5  # skewness; Var(eps^3) = 15
+    sorted_eps = eps.sort().values
+    cdf = torch.special.ndtr(sorted_eps)
+    ranks = torch.arange(1, n + 1, dtype=torch.float64)
+    statistic = torch.maximum(ranks / n - cdf, cdf - (ranks - 1) / n).max()
+    assert statistic < 1.95 / n**0.5, statistic  # Kolmogorov-Smirnov, 0.1% critical value
+    # neighbouring counters and neighbouring datapoints are uncorrelated: |r| < 4 / sqrt(n)
+    draws = counter_draws(range(10), 20_000, dtype).double()
+    for a, b in ((draws[:, :, 0], draws[:, :, 1]), (draws[:-1], draws[1:]), (draws[:, :-1], draws[:, 1:])):
+        r = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]
+        assert abs(r) < 4 / a.numel() ** 0.5, r
+
+
+def test_counter_noise_messenger_continues_each_site_over_chunks():
+    noise = CounterNoise(0, torch.arange(5))
+    like = torch.zeros(())
+    first = noise.noise(torch.Size((30, 5, 2)), 1, like)
+    second = noise.noise(torch.Size((20, 5, 2)), 1, like)
+    whole = counter_normal(site_key(0, ""), torch.arange(5), (50, 5, 2), like)
+    torch.testing.assert_close(torch.cat([first, second]), whole, rtol=0, atol=0)
+    assert noise.particles_drawn == {"": 50}
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_counter_noise_on_cuda_is_the_cpu_noise():
+    for dtype in DTYPES.values():
+        cpu = counter_draws(range(10), 1000, dtype)
+        cuda = counter_draws(range(10), 1000, dtype, device="cuda")
+        assert cuda.device.type == "cuda"
+        torch.testing.assert_close(cuda.cpu(), cpu, rtol=0, atol=2e-6 if dtype == torch.float32 else 1e-12)
