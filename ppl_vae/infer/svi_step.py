@@ -10,9 +10,11 @@ optimizer per parameter, and the networks' ``pyro.module`` registration is skipp
 the hot loop (see :mod:`ppl_vae.nn.registration`), since the optimizer holds the
 parameters itself. Pyro's and torch's argument validation runs on the first step, which
 catches shape and support errors, and is switched off after it; the loss and the
-gradients are still checked for NaN at every step. Optionally (``TrainConfig.jit``,
-``make_elbo(..., jit=True)``) the ELBO is Pyro's JIT-compiled one (:mod:`ppl_vae.infer.compiled`),
-which replays a recorded graph instead of running Pyro's Python machinery at every step.
+gradients are still checked for NaN at every step, with one transfer to the host for both
+(:func:`non_finite_flag`). The ELBO may be compiled (``make_elbo(..., compile="fx")``,
+:mod:`ppl_vae.infer.compiled`), which replays a recorded graph instead of running Pyro's
+Python machinery at every step; :func:`~ppl_vae.infer.auto_compile.make_svi_step` builds the
+step for ``TrainConfig.compile``, compiled and checked by default.
 """
 
 import math
@@ -81,7 +83,7 @@ class SVIStep:
         and the loss are summed over ranks before the step, so every rank takes the step of
         the global batch.
 
-    With a JIT-compiled ELBO (``make_elbo(..., jit=True)``) the networks are registered in
+    With a compiled ELBO (``make_elbo(..., compile="fx")``) the networks are registered in
     a param store of the step's own (Pyro's ``param_store.scope``), from which the compiled
     graph reads them (plain callables keep their ``pyro.param`` sites in the global store), and
     the KL weight is passed to the graph as a tensor, so that warm-up
@@ -169,9 +171,6 @@ class SVIStep:
         if self.optimizer is None:
             self.optimizer = self._make_optimizer(*args)
         if self.distributed is None:
-            value = loss.item()
-            if not math.isfinite(value):
-                raise NonFiniteLossError(f"the loss is {value}")
             self.optimizer.zero_grad(set_to_none=True)
             if gradients is None:
                 loss.backward()
@@ -179,6 +178,16 @@ class SVIStep:
                 for param, grad in gradients:
                     param.grad = grad
             grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+            # one transfer to the host for the loss and the gradients' finiteness
+            value, non_finite = torch.stack([loss.detach().reshape(()).double(), non_finite_flag(grads).double()]).tolist()
+            if not math.isfinite(value):
+                self.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteLossError(f"the loss is {value}")
+            if non_finite:
+                self.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteLossError("a gradient is not finite")
+            adam_step(self.optimizer)
+            return value
         else:  # every rank must reach the all-reduce, even with a non-finite loss
             self.optimizer.zero_grad(set_to_none=False)
             loss.backward()
@@ -209,15 +218,21 @@ def _latent_scaled(fn: Callable) -> Callable:
 
 
 @torch.no_grad()
-def all_finite(tensors: list[torch.Tensor]) -> bool:
-    """Whether every element of ``tensors`` (on one device) is finite.
-
-    One fused pass, the check of torch's ``GradScaler`` (``_amp_foreach_non_finite_check_and_unscale_``
-    with a unit scale); where torch lacks it, the norms of the tensors.
-    """
-    found_non_finite = torch.zeros(1, device=tensors[0].device)
+def non_finite_flag(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """A 0-dim tensor on the tensors' device: 1 if an element of ``tensors`` is not finite, else 0
+    (no transfer to the host). One fused pass, the check of torch's ``GradScaler``
+    (``_amp_foreach_non_finite_check_and_unscale_`` with a unit scale); where torch lacks it,
+    the norms of the tensors."""
+    if not tensors:
+        return torch.zeros(())
+    found = torch.zeros((), device=tensors[0].device)
     try:
-        torch._amp_foreach_non_finite_check_and_unscale_(tensors, found_non_finite, torch.ones_like(found_non_finite))
+        torch._amp_foreach_non_finite_check_and_unscale_(tensors, found, torch.ones_like(found))
     except (AttributeError, NotImplementedError, RuntimeError):
-        return bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
-    return not found_non_finite.item()
+        found = (~torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all()).float()
+    return found
+
+
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every element of ``tensors`` (on one device) is finite (:func:`non_finite_flag`)."""
+    return not non_finite_flag(tensors).item()
