@@ -42,7 +42,7 @@ import pyro.distributions as dist
 import torch
 
 from ppl_vae import ModelConfig, TrainConfig, build_pair, fit, load_dataset
-from ppl_vae.infer.importance import estimate_log_likelihood
+from ppl_vae.infer.importance import estimate_log_likelihood, pass_size
 from ppl_vae.training.device import resolve_device
 from ppl_vae.training.memory import ALLOCATORS, choose_allocator
 
@@ -111,8 +111,8 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=5000)
     parser.add_argument("--reference-datapoints", type=int, default=500, help="subset for the references")
     parser.add_argument("--block-size", type=int, default=10, help="images per interleaved block of the subset")
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--chunk-size", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, help="datapoints per pass (default: by device, pass_size)")
+    parser.add_argument("--chunk-size", type=int, help="samples per pass (default: by device, pass_size)")
     parser.add_argument("--train-epochs", type=int, default=1)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--out", type=Path, default=Path("results"))
@@ -125,6 +125,8 @@ def main() -> None:
     pyro.set_rng_seed(0)
     data = load_dataset("binarized-mnist", args.data_dir, device)
     x = torch.bernoulli(data.test[: args.num_datapoints], generator=torch.Generator(device).manual_seed(0))
+    batch_size, chunk_size = pass_size(device, args.num_samples, x[0].numel())  # the evaluator's own choice
+    args.batch_size, args.chunk_size = args.batch_size or batch_size, args.chunk_size or chunk_size
     rows = []
     for name in args.models:
         model, guide = build_pair(MODELS[name])
@@ -176,7 +178,8 @@ def main() -> None:
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     command = (f"python scripts/bench_evaluate.py --num-datapoints {args.num_datapoints} "
                f"--num-samples {args.num_samples} --reference-datapoints {args.reference_datapoints} "
-               f"--block-size {args.block_size} --device {args.device} --allocator {args.allocator}")
+               f"--block-size {args.block_size} --batch-size {args.batch_size} --chunk-size {args.chunk_size} "
+               f"--device {args.device} --allocator {args.allocator}")
     with open(args.out / f"bench_evaluate{suffix}.md", "w") as f:
         f.write(f"# IWAE evaluation speed ({device}; {machine})\n\n`{command}`\n\n")
         f.write(f"Ratios are measured on the first {args.reference_datapoints} test images, in one process, "

@@ -43,6 +43,7 @@ class CheckedCompiledStep(SVIStep):
     :param max_graphs: fall back once this many argument shapes have been recorded (shapes
         that change from step to step would compile at every step).
     :param rtol: the relative tolerance (in norm) of the check, per parameter.
+
     Other parameters are :class:`~ppl_vae.infer.svi_step.SVIStep`'s.
 
     ``fallback_reason`` is None while the step is compiled, else why it is not.

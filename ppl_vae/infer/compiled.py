@@ -75,6 +75,7 @@ class CompiledELBO:
 
     :param backend: ``"fx"`` (replay as generated Python) or ``"inductor"`` (fused kernels).
     :param cuda_graphs: on CUDA, replay through a captured CUDA graph.
+
     Other arguments are the ELBO's own (``num_particles``, ``max_plate_nesting``, ...).
     """
 

@@ -99,5 +99,5 @@ def evaluation_table(
     if len(sites) > 1:  # several latent layers: active units per layer too
         row.update({f"active_units_{site}": int(mask.sum()) for site, mask in active.items()})
         row.update({f"{site}_dim": mask.numel() for site, mask in active.items()})
-    row.update(mean_kl(model, guide, x, *args, batch_size=batch_size))
+    row.update(mean_kl(model, guide, x, *args, **({} if batch_size is None else {"batch_size": batch_size})))
     return row

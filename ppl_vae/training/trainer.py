@@ -76,9 +76,8 @@ class Trainer:
         self.evaluation_elbo = make_elbo("enum") if config.elbo == "enum" else None  # a split's ELBO each epoch
         self.warmup_steps = round(config.warmup_epochs * self.steps_per_epoch)
         # the loop's position and running sums: all of it goes into checkpoints
-        self.epoch, self.step_in_epoch, self.global_step = 1, 0, 0
-        self.total, self.seen, self.seconds, self.skipped, self.skipped_in_a_row = 0.0, 0, 0.0, 0, 0
-        self.nonfinite_evaluations = 0
+        self.epoch, self.step_in_epoch, self.global_step, self.total, self.seen, self.seconds = 1, 0, 0, 0.0, 0, 0.0
+        self.skipped, self.skipped_in_a_row, self.nonfinite_evaluations = 0, 0, 0
         self.best_valid, self.best_epoch = -math.inf, 0
         # early stopping and the plateau schedule follow the validation value of the objective trained
         self.selection = "valid_iwae" if config.elbo == "iwae" else "valid_elbo"

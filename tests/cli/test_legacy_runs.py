@@ -3,10 +3,11 @@
 ``tests/fixtures/legacy_runs/`` holds tiny run directories (a 784-4-2 MLP on the embedded
 sample) written by the flat-layout code of commit d5cc64f: a finished diagonal-guide run,
 a label-conditional run with a learned prior, a quadrant-completion run and an unfinished
-IAF run killed after step 2 (its training checkpoint only). ``expected.json`` holds what that
-code reported for them: ``ppl-vae evaluate RUN --num-samples 20 --num-datapoints 30`` (the
-evaluator's noise is seeded per datapoint, so the numbers are deterministic on the CPU) and
-the resumed run's metrics, which equal its uninterrupted run's.
+IAF run killed after step 2 (its training checkpoint only). ``expected.json`` holds
+``ppl-vae evaluate RUN --num-samples 20 --num-datapoints 30`` on those weights with the
+current evaluator (its noise is keyed on each datapoint's index, so the numbers are
+deterministic; a weight loaded into the wrong place changes them), and the resumed run's
+metrics as that code reported them, which equal its uninterrupted run's.
 """
 
 import json
