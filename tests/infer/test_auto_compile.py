@@ -4,10 +4,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from conftest import requires_cuda
 from test_compiled import BASE, CASES, batch
 
 import ppl_vae.infer.compiled
-from ppl_vae import ModelConfig, build_pair
+from ppl_vae import ModelConfig, build_pair, make_elbo
 from ppl_vae.infer.auto_compile import CheckedCompiledStep, CompiledStepMismatch, check_agreement, make_svi_step
 from ppl_vae.infer.compiled import CompiledELBO, DataDependentStructureError
 from ppl_vae.infer.graph_backends import replay_function
@@ -144,3 +145,37 @@ def test_inductor_sees_the_same_draws_and_agrees_to_rounding():
     off, _ = losses("off", sizes=(32, 32, 32))
     assert step.elbo.backend == "inductor" and len(step.elbo.compile_seconds) == 1
     torch.testing.assert_close(torch.tensor(inductor), torch.tensor(off), rtol=1e-5, atol=0)
+
+
+def cuda_losses(compile: str, cuda_graphs: bool = True, steps: int = 4) -> list[float]:
+    pyro.set_rng_seed(0)
+    model, guide = build_pair(ModelConfig(**BASE))
+    model, guide = model.cuda(), guide.cuda()
+    elbo = make_elbo("trace", compile=compile, cuda_graphs=cuda_graphs)
+    step = SVIStep(model, guide, elbo, lr=1e-2)
+    x = batch()[0].cuda()
+    return [step(x) for _ in range(steps)]
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_the_cuda_graph_step_replays_the_uncaptured_step():
+    """Captured and replayed, the fx step sees the draws and takes the steps of the uncaptured one."""
+    captured, uncaptured, off = cuda_losses("fx"), cuda_losses("fx", cuda_graphs=False), cuda_losses("off")
+    torch.testing.assert_close(torch.tensor(captured), torch.tensor(uncaptured), rtol=1e-5, atol=0)
+    torch.testing.assert_close(torch.tensor(captured), torch.tensor(off), rtol=1e-4, atol=0)
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_auto_and_inductor_on_cuda_agree_with_off():
+    off = cuda_losses("off")
+    for compile in ("inductor",):
+        torch.testing.assert_close(torch.tensor(cuda_losses(compile)), torch.tensor(off), rtol=1e-4, atol=0)
+    pyro.set_rng_seed(0)
+    model, guide = build_pair(ModelConfig(**BASE))
+    step = make_svi_step(model.cuda(), guide.cuda(), compile="auto", lr=1e-2)
+    x = batch()[0].cuda()
+    auto = [step(x) for _ in range(4)]
+    assert step.fallback_reason is None
+    torch.testing.assert_close(torch.tensor(auto), torch.tensor(off), rtol=1e-4, atol=0)

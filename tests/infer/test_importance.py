@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import requires_cuda
 
 from ppl_vae import ModelConfig, build_pair
 from ppl_vae.infer.importance import active_units, estimate_log_likelihood
@@ -86,3 +87,14 @@ def test_bad_sizes(option, linear_gaussian):
     model, guide, x = linear_gaussian
     with pytest.raises(ValueError, match=f"{option} must be at least 1"):
         estimate_log_likelihood(model, guide, x, **{option: 0})
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_the_evaluator_on_cuda_gives_the_cpu_results(linear_gaussian):
+    """The noise is computed on the device, from the same counters: the same draws on both."""
+    model, guide, x = linear_gaussian
+    cpu, z_cpu = estimate_log_likelihood(model, guide, x, num_samples=200, batch_size=7, chunk_size=64)
+    cuda, z_cuda = estimate_log_likelihood(model.cuda(), guide.cuda(), x.cuda(), num_samples=200)  # its own pass size
+    torch.testing.assert_close(cuda.log_likelihood.cpu(), cpu.log_likelihood, rtol=0, atol=1e-4)
+    torch.testing.assert_close(z_cuda["z"].cpu(), z_cpu["z"], rtol=0, atol=1e-4)
