@@ -184,9 +184,9 @@ def counter_normal(key: int, indices: torch.Tensor, shape: tuple, like: torch.Te
     the draw of particle ``first_particle + p``, enumerated value ``l`` and coordinate ``r`` is
     its counter ``(p L + l) R + r`` hashed with that stream (``L``, ``R``: the sizes of ``lead``
     and ``rest``). Particles counted from ``first_particle`` make chunks of particles draw what
-    one call would. The top 24 (float32) or 53 (float64) bits become a uniform at the midpoint
-    of its grid, ``(2k + 1) 2^-(p+1) - 1`` for ``2u - 1``, exact and strictly inside (-1, 1), and
-    ``sqrt(2) erfinv(2u - 1)`` is the normal. All of it is tensor arithmetic on ``like``'s device.
+    one call would. The top 24 (float32) or 53 (float64) bits, read as a signed integer ``k``,
+    give ``2u - 1 = (2k + 1) 2^-bits``, the midpoint of one of ``2^bits`` equal cells, exact and
+    strictly inside (-1, 1), and ``sqrt(2) erfinv(2u - 1)`` is the normal. All of it is tensor arithmetic on ``like``'s device.
 
     :param key: :func:`site_key` of the seed and the site.
     :param indices: ``(batch,)`` int64, each datapoint's index in the whole set.
@@ -194,17 +194,18 @@ def counter_normal(key: int, indices: torch.Tensor, shape: tuple, like: torch.Te
     """
     shape = tuple(shape)
     lead, particles, batch, rest = shape[:data_dim - 1], shape[data_dim - 1], shape[data_dim], shape[data_dim + 1:]
-    device = like.device
+    device, per_particle = like.device, math.prod(lead) * math.prod(rest)
     streams = indices.to(device=device, dtype=torch.int64).add(1).mul_(_int64(GOLDEN)).add_(_int64(key))
     streams = mix64_(streams)  # (batch,): one stream per datapoint
-    counters = torch.arange(first_particle * math.prod(lead) * math.prod(rest),
-                            (first_particle + particles) * math.prod(lead) * math.prod(rest), device=device)
-    counters = counters.reshape(particles, math.prod(lead), 1, math.prod(rest))
-    z = mix64_(counters.add(1).mul_(_int64(GOLDEN)) + streams.reshape(1, 1, batch, 1))  # (particles, L, batch, R)
+    counters = torch.arange(first_particle * per_particle + 1, (first_particle + particles) * per_particle + 1,
+                            device=device).reshape(particles, math.prod(lead), 1, math.prod(rest))
+    # stream + (counter + 1) * GOLDEN, broadcast to (particles, L, batch, R), in one operation
+    z = mix64_(torch.add(streams.reshape(1, 1, batch, 1), counters, alpha=_int64(GOLDEN)))
     dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
     bits = 53 if dtype == torch.float64 else 24  # the significand's bits
-    grid = z.bitwise_right_shift_(64 - bits).bitwise_and_((1 << bits) - 1).to(dtype)
-    centered = grid.mul_(2.0 ** (1 - bits)).add_(2.0 ** -bits - 1.0)  # (2k + 1) 2^-bits - 1, exactly
+    # the top bits as a signed integer k in [-2^(bits-1), 2^(bits-1)): (2k + 1) 2^-bits is the
+    # midpoint of the k-th of 2^bits equal cells of (-1, 1), exact in floating point
+    centered = z.bitwise_right_shift_(64 - bits).to(dtype).mul_(2.0 ** (1 - bits)).add_(2.0 ** -bits)
     normal = centered.erfinv_().mul_(math.sqrt(2.0)).reshape(particles, *lead, batch, *rest)
     if lead:
         normal = normal.movedim(0, len(lead))  # (*lead, particles, batch, *rest)
