@@ -20,6 +20,7 @@ EXPORTS = {
     "CompiledIWAE_ELBO": "infer.compiled", "CompiledTrace_ELBO": "infer.compiled",
     "CompiledTraceMeanField_ELBO": "infer.compiled", "IWAE_ELBO": "infer.iwae",
     "LatentScaleMessenger": "infer.latent_scale", "make_elbo": "infer.elbos", "SVIStep": "infer.svi_step",
+    "make_svi_step": "infer.auto_compile",
     "ModelConfig": "models.config", "build_pair": "models.config", "VAE": "models.vae",
     "LIKELIHOODS": "nn.likelihoods", "make_likelihood": "nn.likelihoods",
     "ConvDecoder": "nn.networks", "ConvEncoder": "nn.networks", "MLPDecoder": "nn.networks",
