@@ -65,9 +65,10 @@ class CheckedCompiledStep(SVIStep):
         if not isinstance(self.elbo, CompiledELBO):
             return super()._loss_and_gradient(*args)
         model, guide, weighted = self._weighted(*args)
-        if self.elbo.is_recorded(model, guide, *weighted):
+        recorded = self.elbo.is_recorded(model, guide, *weighted)
+        if recorded and self.elbo.is_checked(model, guide, *weighted):
             return super()._loss_and_gradient(*args)
-        if self.elbo.num_graphs >= self.max_graphs:
+        if not recorded and self.elbo.num_graphs >= self.max_graphs:
             self.fall_back(f"the argument shapes keep changing ({self.elbo.num_graphs} recorded)")
             return super()._loss_and_gradient(*args)
         devices = sorted({a.device.index or 0 for a in args if torch.is_tensor(a) and a.device.type == "cuda"})
@@ -79,11 +80,14 @@ class CheckedCompiledStep(SVIStep):
             return super()._loss_and_gradient(*args)
         reference, reference_gradients = self._uncompiled_loss_and_gradient(model, guide, weighted,
                                                                             [p for p, _ in gradients])
+        if not torch.isfinite(reference.detach()).all():  # nothing to judge the graph by: check the next step
+            return reference, None  # the step's NaN policy sees the uncompiled loss
         try:
             check_agreement(loss, gradients, reference, reference_gradients, self.rtol)
         except CompiledStepMismatch as error:
             self.fall_back(str(error))
             return reference, None
+        self.elbo.mark_checked(model, guide, *weighted)
         return loss, gradients
 
     def _uncompiled_loss_and_gradient(self, model, guide, args: tuple, params: list[torch.Tensor]):

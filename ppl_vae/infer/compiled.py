@@ -91,6 +91,15 @@ class CompiledELBO:
         """Whether a graph for these arguments' shapes exists (the next call replays it)."""
         return self._key(model, guide, args, kwargs) in self.__dict__.get("_graphs", {})
 
+    def is_checked(self, model, guide, *args, **kwargs) -> bool:
+        """Whether :meth:`mark_checked` was called for these arguments' shapes."""
+        return self._key(model, guide, args, kwargs) in self.__dict__.get("_checked", set())
+
+    def mark_checked(self, model, guide, *args, **kwargs) -> None:
+        """Note that the graph for these arguments' shapes agreed with the uncompiled ELBO
+        (:class:`~ppl_vae.infer.auto_compile.CheckedCompiledStep`)."""
+        self.__dict__.setdefault("_checked", set()).add(self._key(model, guide, args, kwargs))
+
     @property
     def num_graphs(self) -> int:
         """How many argument shapes have a recorded graph."""

@@ -179,3 +179,22 @@ def test_auto_and_inductor_on_cuda_agree_with_off():
     auto = [step(x) for _ in range(4)]
     assert step.fallback_reason is None
     torch.testing.assert_close(torch.tensor(auto), torch.tensor(off), rtol=1e-4, atol=0)
+
+
+def test_a_non_finite_first_step_leaves_the_check_for_the_next_step(caplog):
+    """A NaN batch says nothing about the graph: the step raises as the uncompiled one would,
+    and the next batch of that shape is checked and compiled."""
+    from ppl_vae.infer.svi_step import NonFiniteLossError
+
+    pyro.set_rng_seed(0)
+    model, guide = build_pair(ModelConfig(**BASE))
+    step = make_svi_step(model, guide, compile="auto", lr=1e-2)
+    x = batch()[0]
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with caplog.at_level(logging.WARNING, logger="ppl_vae"), pyro.validation_enabled(False):
+        with pytest.raises(NonFiniteLossError):
+            step(bad)
+        assert step.fallback_reason is None and not step.elbo.is_checked(model, guide, x)
+        step(x)
+    assert step.fallback_reason is None and step.elbo.is_checked(model, guide, x) and not caplog.records
