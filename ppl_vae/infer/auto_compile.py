@@ -23,12 +23,17 @@ import logging
 import torch
 from pyro.infer import ELBO
 
-from ppl_vae.infer.compiled import CompiledELBO, DataDependentStructureError
+from ppl_vae.infer.compiled import CompiledELBO, DataDependentStructureError, cuda_devices
 from ppl_vae.infer.elbos import JIT_ELBOS, make_elbo
 from ppl_vae.infer.svi_step import SVIStep
 from ppl_vae.nn.registration import registration_skipped
 
 logger = logging.getLogger("ppl_vae")
+
+
+def notice_uncompiled(reason: str) -> None:
+    """The one notice line of a step that trains uncompiled under ``compile="auto"``."""
+    logger.warning("compile auto: %s; training uncompiled", reason)
 
 
 class CompiledStepMismatch(RuntimeError):
@@ -46,7 +51,8 @@ class CheckedCompiledStep(SVIStep):
 
     Other parameters are :class:`~ppl_vae.infer.svi_step.SVIStep`'s.
 
-    ``fallback_reason`` is None while the step is compiled, else why it is not.
+    ``fallback_reason`` is None while the step is compiled, else why it is not; ``checked``
+    holds the graph keys (:meth:`~ppl_vae.infer.compiled.CompiledELBO.graph_key`) that agreed.
     """
 
     def __init__(self, model, guide, elbo: CompiledELBO, uncompiled: ELBO, lr: float = 1e-3, beta: float = 1.0,
@@ -54,26 +60,27 @@ class CheckedCompiledStep(SVIStep):
         super().__init__(model, guide, elbo, lr, beta)
         self.uncompiled, self.max_graphs, self.rtol = uncompiled, max_graphs, rtol
         self.fallback_reason: str | None = None
+        self.checked: set[tuple] = set()
 
     def fall_back(self, reason: str) -> None:
         """Train uncompiled from now on, with a notice naming ``reason``."""
         self.fallback_reason = reason
         self.elbo = self.uncompiled
-        logger.warning("compile auto: %s; training uncompiled", reason)
+        notice_uncompiled(reason)
 
     def _loss_and_gradient(self, *args):
         if not isinstance(self.elbo, CompiledELBO):
             return super()._loss_and_gradient(*args)
         model, guide, weighted = self._weighted(*args)
-        recorded = self.elbo.is_recorded(model, guide, *weighted)
-        if recorded and self.elbo.is_checked(model, guide, *weighted):
+        key = self.elbo.graph_key(model, guide, *weighted)
+        if key in self.checked:
             return super()._loss_and_gradient(*args)
+        recorded = self.elbo.is_recorded(model, guide, *weighted)
         if not recorded and self.elbo.num_graphs >= self.max_graphs:
             self.fall_back(f"the argument shapes keep changing ({self.elbo.num_graphs} recorded)")
             return super()._loss_and_gradient(*args)
-        devices = sorted({a.device.index or 0 for a in args if torch.is_tensor(a) and a.device.type == "cuda"})
         try:
-            with torch.random.fork_rng(devices=devices):  # the reference below sees the same draws
+            with torch.random.fork_rng(devices=cuda_devices(args)):  # the reference below sees the same draws
                 loss, gradients = super()._loss_and_gradient(*args)
         except DataDependentStructureError as error:
             self.fall_back(f"the model cannot be recorded: {error}")
@@ -87,7 +94,7 @@ class CheckedCompiledStep(SVIStep):
         except CompiledStepMismatch as error:
             self.fall_back(str(error))
             return reference, None
-        self.elbo.mark_checked(model, guide, *weighted)
+        self.checked.add(key)
         return loss, gradients
 
     def _uncompiled_loss_and_gradient(self, model, guide, args: tuple, params: list[torch.Tensor]):
@@ -137,7 +144,7 @@ def make_svi_step(model, guide, elbo: str = "trace", num_particles: int = 1, com
     elif getattr(distributed, "is_distributed", False):
         reason = "data-parallel training draws each rank's noise apart, which a recorded graph cannot"
     if reason is not None:
-        logger.warning("compile auto: %s; training uncompiled", reason)
+        notice_uncompiled(reason)
         step = SVIStep(model, guide, uncompiled, lr, beta, distributed)
         step.fallback_reason = reason
         return step

@@ -89,16 +89,7 @@ class CompiledELBO:
 
     def is_recorded(self, model, guide, *args, **kwargs) -> bool:
         """Whether a graph for these arguments' shapes exists (the next call replays it)."""
-        return self._key(model, guide, args, kwargs) in self.__dict__.get("_graphs", {})
-
-    def is_checked(self, model, guide, *args, **kwargs) -> bool:
-        """Whether :meth:`mark_checked` was called for these arguments' shapes."""
-        return self._key(model, guide, args, kwargs) in self.__dict__.get("_checked", set())
-
-    def mark_checked(self, model, guide, *args, **kwargs) -> None:
-        """Note that the graph for these arguments' shapes agreed with the uncompiled ELBO
-        (:class:`~ppl_vae.infer.auto_compile.CheckedCompiledStep`)."""
-        self.__dict__.setdefault("_checked", set()).add(self._key(model, guide, args, kwargs))
+        return self.graph_key(model, guide, *args, **kwargs) in self.__dict__.get("_graphs", {})
 
     @property
     def num_graphs(self) -> int:
@@ -143,7 +134,7 @@ class CompiledELBO:
         new object may reuse once the old one is collected), and dropped with them.
         """
         graphs = self.__dict__.setdefault("_graphs", {})
-        key = self._key(model, guide, args, kwargs)  # to look up: plain references, cached by Python
+        key = self.graph_key(model, guide, *args, **kwargs)  # to look up: plain references, cached by Python
         if key not in graphs:  # to store: references that drop the graph when their object goes
             start = time.perf_counter()
             graph = self._compile(model, guide, args, kwargs)
@@ -152,7 +143,8 @@ class CompiledELBO:
         return graphs[key]
 
     @staticmethod
-    def _key(model, guide, args: tuple, kwargs: dict) -> tuple:
+    def graph_key(model, guide, *args, **kwargs) -> tuple:
+        """What identifies a graph: the model, the guide (weakly) and the arguments' shapes."""
         return (_weak(model), _weak(guide), *(_signature(a) for a in args), *sorted(kwargs.items()))
 
     def _forget(self, dead: weakref.ref) -> None:
@@ -175,8 +167,7 @@ class CompiledELBO:
 
         # compiling runs the model and guide twice, on a fork of torch's RNG, so that the
         # compiled loss sees the draws the uncompiled one would have seen
-        cuda = sorted({a.device.index or 0 for a in args if torch.is_tensor(a) and a.device.type == "cuda"})
-        with torch.random.fork_rng(devices=cuda), _tensor_valued_losses():
+        with torch.random.fork_rng(devices=cuda_devices(args)), _tensor_valued_losses():
             with poutine.block(), poutine.trace(param_only=True) as capture:
                 # creates the parameters, and checks shapes and supports if validation is on
                 self._loss_and_surrogate_loss(model, guide, args, kwargs)
@@ -241,6 +232,11 @@ class _PrecomputedGradient(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         grads, ctx.grads = ctx.grads, None
         return None, None, *(None if g is None else g * grad_output for g in grads)
+
+
+def cuda_devices(args: tuple) -> list[int]:
+    """The indices of the CUDA devices of the tensors in ``args`` (for ``torch.random.fork_rng``)."""
+    return sorted({a.device.index or 0 for a in args if torch.is_tensor(a) and a.device.type == "cuda"})
 
 
 def _weak(fn: Callable, callback: Callable | None = None) -> weakref.ref:

@@ -178,16 +178,7 @@ class SVIStep:
                 for param, grad in gradients:
                     param.grad = grad
             grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
-            # one transfer to the host for the loss and the gradients' finiteness
-            value, non_finite = torch.stack([loss.detach().reshape(()).double(), non_finite_flag(grads).double()]).tolist()
-            if not math.isfinite(value):
-                self.optimizer.zero_grad(set_to_none=True)
-                raise NonFiniteLossError(f"the loss is {value}")
-            if non_finite:
-                self.optimizer.zero_grad(set_to_none=True)
-                raise NonFiniteLossError("a gradient is not finite")
-            adam_step(self.optimizer)
-            return value
+            total = loss.detach()
         else:  # every rank must reach the all-reduce, even with a non-finite loss
             self.optimizer.zero_grad(set_to_none=False)
             loss.backward()
@@ -198,13 +189,12 @@ class SVIStep:
             grads = [p.grad for p in params]
             total = loss.detach().reshape(1).to(grads[0].dtype)
             self.distributed.all_reduce_sum_([*grads, total])
-            value = total.item()
-            if not math.isfinite(value):
-                self.optimizer.zero_grad(set_to_none=True)
-                raise NonFiniteLossError(f"the loss is {value}")
-        if grads and not all_finite(grads):
+        # one transfer to the host for the loss and the gradients' finiteness
+        flag = non_finite_flag(grads).to(total.device)
+        value, non_finite = torch.stack([total.reshape(()).double(), flag.double()]).tolist()
+        if not math.isfinite(value) or non_finite:
             self.optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError("a gradient is not finite")
+            raise NonFiniteLossError(f"the loss is {value}" if not math.isfinite(value) else "a gradient is not finite")
         adam_step(self.optimizer)
         return value
 
@@ -232,7 +222,3 @@ def non_finite_flag(tensors: list[torch.Tensor]) -> torch.Tensor:
         found = (~torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all()).float()
     return found
 
-
-def all_finite(tensors: list[torch.Tensor]) -> bool:
-    """Whether every element of ``tensors`` (on one device) is finite (:func:`non_finite_flag`)."""
-    return not non_finite_flag(tensors).item()
