@@ -13,6 +13,15 @@ for a ``compile`` mode:
   shapes keep changing, or when the compiled loss or gradient differs from the uncompiled
   one. It never trains another objective than the uncompiled step would.
 
+  Compilation is tiered, as in a JIT: an argument shape that has taken
+  :attr:`CheckedCompiledStep.promote_after` steps (1000 by default) is compiled again with
+  inductor's fused kernels (seconds, paid once per shape and only by runs long enough to
+  repay it), and that graph is checked on the same draws like the first. Where inductor
+  cannot compile the graph (no C++ compiler, say) or its graph disagrees, that shape stays
+  on its checked ``"fx"`` graph, with a notice. The per-shape step counts are part of the
+  step's :meth:`~CheckedCompiledStep.state_dict`, which training checkpoints keep, so a
+  resumed run promotes at the same step as an uninterrupted one.
+
 The contract of a compiled step: the model and guide have a static structure (no Python
 control flow on tensor values; a fixed set of sample sites for each argument shape) and
 take every tensor they depend on as an argument or a parameter.
@@ -52,8 +61,13 @@ class CheckedCompiledStep(SVIStep):
     Other parameters are :class:`~ppl_vae.infer.svi_step.SVIStep`'s.
 
     ``fallback_reason`` is None while the step is compiled, else why it is not; ``checked``
-    holds the graph keys (:meth:`~ppl_vae.infer.compiled.CompiledELBO.graph_key`) that agreed.
+    holds the graph keys (:meth:`~ppl_vae.infer.compiled.CompiledELBO.graph_key`) that agreed;
+    ``shape_steps`` counts the steps of each argument shape, and ``promoted`` holds the shapes
+    whose promotion to inductor was tried.
     """
+
+    #: Steps of one argument shape after which it is compiled with inductor (None: never).
+    promote_after: int | None = 1000
 
     def __init__(self, model, guide, elbo: CompiledELBO, uncompiled: ELBO, lr: float = 1e-3, beta: float = 1.0,
                  max_graphs: int = 8, rtol: float = 1e-4) -> None:
@@ -61,6 +75,17 @@ class CheckedCompiledStep(SVIStep):
         self.uncompiled, self.max_graphs, self.rtol = uncompiled, max_graphs, rtol
         self.fallback_reason: str | None = None
         self.checked: set[tuple] = set()
+        self.shape_steps: dict[str, int] = {}
+        self.promoted: set[str] = set()
+        self._fx_graphs: dict[tuple, tuple] = {}  # a promoted shape's checked fx graph, until inductor's agrees
+
+    def state_dict(self) -> dict:
+        """The steps taken per argument shape (JSON-able), which decide the promotions."""
+        return {"shape_steps": dict(self.shape_steps)}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.shape_steps = dict(state.get("shape_steps", {}))
 
     def fall_back(self, reason: str) -> None:
         """Train uncompiled from now on, with a notice naming ``reason``."""
@@ -73,6 +98,11 @@ class CheckedCompiledStep(SVIStep):
             return super()._loss_and_gradient(*args)
         model, guide, weighted = self._weighted(*args)
         key = self.elbo.graph_key(model, guide, *weighted)
+        shape = repr(key[2:])
+        self.shape_steps[shape] = self.shape_steps.get(shape, 0) + 1
+        if (key in self.checked and self.promote_after is not None and shape not in self.promoted
+                and self.shape_steps[shape] > self.promote_after):
+            self._promote(model, guide, weighted, key, shape)
         if key in self.checked:
             return super()._loss_and_gradient(*args)
         recorded = self.elbo.is_recorded(model, guide, *weighted)
@@ -92,16 +122,44 @@ class CheckedCompiledStep(SVIStep):
         try:
             check_agreement(loss, gradients, reference, reference_gradients, self.rtol)
         except CompiledStepMismatch as error:
-            self.fall_back(str(error))
+            if key in self._fx_graphs:  # inductor's graph: this shape keeps its checked fx graph
+                self.elbo.restore(key, self._fx_graphs.pop(key))
+                self.checked.add(key)
+                logger.warning("compile auto: inductor's graph for %s: %s; staying on fx", _shapes(key), error)
+            else:
+                self.fall_back(str(error))
             return reference, None
+        self._fx_graphs.pop(key, None)
         self.checked.add(key)
         return loss, gradients
+
+    def _promote(self, model, guide, args: tuple, key: tuple, shape: str) -> None:
+        """Compile this shape's graph with inductor; the next check judges it."""
+        self.promoted.add(shape)
+        previous = self.elbo.graph(key)
+        try:
+            with self._param_store():  # the step's own parameters, as at the first recording
+                self.elbo.recompile(model, guide, *args, backend="inductor")
+        except Exception as error:  # inductor's failures have many types: no compiler, an unlowerable operation
+            logger.warning("compile auto: inductor cannot compile the graph for %s (%s); staying on fx", _shapes(key),
+                           str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+            return
+        logger.info("compile auto: the graph for %s compiled with inductor after %d steps (%.1f s)", _shapes(key),
+                    self.shape_steps[shape] - 1, self.elbo.compile_seconds[-1])
+        self._fx_graphs[key] = previous
+        self.checked.discard(key)
 
     def _uncompiled_loss_and_gradient(self, model, guide, args: tuple, params: list[torch.Tensor]):
         """The uncompiled loss (its graph kept, for the step) and its gradients in ``params``."""
         with registration_skipped():
             loss = self.uncompiled.differentiable_loss(model, guide, *args)
         return loss, torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+
+
+def _shapes(key: tuple) -> str:
+    """The arguments' shapes in a graph key, for a notice: ``batch (128, 1, 28, 28)``."""
+    shapes = [str(item[0]) if isinstance(item, tuple) and len(item) == 3 else repr(item) for item in key[2:]]
+    return "arguments " + ", ".join(shapes)
 
 
 def check_agreement(loss: torch.Tensor, gradients: list[tuple], reference: torch.Tensor,
@@ -113,8 +171,8 @@ def check_agreement(loss: torch.Tensor, gradients: list[tuple], reference: torch
         return bool(torch.isfinite(a).all()) and float((a - b).norm()) <= rtol * float(b.norm()) + 1e-30
 
     if not close(loss, reference):
-        raise CompiledStepMismatch(f"the compiled loss {float(loss):.6g} differs from the uncompiled "
-                                   f"{float(reference):.6g} on the same draws")
+        raise CompiledStepMismatch(f"the compiled loss {float(loss.detach()):.6g} differs from the uncompiled "
+                                   f"{float(reference.detach()):.6g} on the same draws")
     for index, ((param, grad), expected) in enumerate(zip(gradients, reference_gradients)):
         if grad is None and expected is None:
             continue

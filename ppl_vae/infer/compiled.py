@@ -127,6 +127,18 @@ class CompiledELBO:
         loss.backward()
         return warn_if_nan(loss.item(), "loss")
 
+    def recompile(self, model, guide, *args, backend: str, **kwargs) -> None:
+        """Record the graph for these arguments' shapes anew and compile it on ``backend``,
+        replacing the one recorded before (if any) for later calls; the RNG is left as it was.
+
+        :raises Exception: whatever the backend raises when it cannot compile the graph (for
+            inductor: no C++ compiler, or an operation it cannot lower); the graph recorded
+            before then stays.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        self._record(model, guide, args, kwargs, backend)
+
     def _compiled(self, model, guide, args: tuple, kwargs: dict) -> tuple[list[str], list[bool], Callable]:
         """The graph for this model, guide and argument signature, recorded on first use.
 
@@ -135,12 +147,26 @@ class CompiledELBO:
         """
         graphs = self.__dict__.setdefault("_graphs", {})
         key = self.graph_key(model, guide, *args, **kwargs)  # to look up: plain references, cached by Python
-        if key not in graphs:  # to store: references that drop the graph when their object goes
-            start = time.perf_counter()
-            graph = self._compile(model, guide, args, kwargs)
-            graphs[(_weak(model, self._forget), _weak(guide, self._forget), *key[2:])] = graph
-            self.compile_seconds.append(time.perf_counter() - start)
+        if key not in graphs:
+            self._record(model, guide, args, kwargs, self.backend)
         return graphs[key]
+
+    def graph(self, key: tuple) -> tuple:
+        """The compiled graph stored under ``key`` (:meth:`graph_key`)."""
+        return self._graphs[key]
+
+    def restore(self, key: tuple, graph: tuple) -> None:
+        """Store ``graph`` (from :meth:`graph`) under ``key`` again, e.g. after :meth:`recompile`."""
+        self._graphs[key] = graph
+
+    def _record(self, model, guide, args: tuple, kwargs: dict, backend: str) -> None:
+        """Record and compile the graph for these arguments' shapes, and store it under
+        references that drop it when the model or guide goes."""
+        start = time.perf_counter()
+        graph = self._compile(model, guide, args, kwargs, backend)
+        key = (_weak(model, self._forget), _weak(guide, self._forget), *self.graph_key(model, guide, *args, **kwargs)[2:])
+        self.__dict__.setdefault("_graphs", {})[key] = graph
+        self.compile_seconds.append(time.perf_counter() - start)
 
     @staticmethod
     def graph_key(model, guide, *args, **kwargs) -> tuple:
@@ -153,10 +179,10 @@ class CompiledELBO:
         for key in [key for key in graphs if dead in key[:2]]:
             del graphs[key]
 
-    def _compile(self, model, guide, args: tuple, kwargs: dict) -> tuple[list[str], list[bool], Callable]:
+    def _compile(self, model, guide, args: tuple, kwargs: dict, backend: str) -> tuple[list[str], list[bool], Callable]:
         """Record the loss and gradient: the parameters' names, whether the loss depends on
         each, and a function of the parameters and the arguments' tensors that returns the
-        loss and the gradients of the used parameters."""
+        loss and the gradients of the used parameters, compiled on ``backend``."""
         used = []
 
         def loss_and_gradient(params: list[torch.Tensor], args: tuple):
@@ -176,8 +202,8 @@ class CompiledELBO:
                 with pyro.validation_enabled(False), _values_not_read():  # the checks would be recorded as constants
                     graph = make_fx(loss_and_gradient, tracing_mode="real")(params, args)
                 graph = remove_redundant_operations(graph)
-                replay = replay_function(graph, [p.detach() for p in params], tree_leaves(args), self.backend,
-                                         self.cuda_graphs)
+                replay = replay_function(graph, [p.detach() for p in params], tree_leaves(args),
+                                         backend, self.cuda_graphs)
         return names, used, replay
 
     def _loss_and_surrogate_loss(self, model, guide, args: tuple, kwargs: dict):

@@ -106,6 +106,14 @@ class SVIStep:
         if self._modules_only:
             self.optimizer = make_adam(dict.fromkeys([*model.parameters(), *guide.parameters()]), lr)
 
+    def state_dict(self) -> dict:
+        """The step's state beyond the optimizer's, JSON-able (none here; see subclasses)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (of a run that already took its first, validated step)."""
+        self.validated = True
+
     def set_lr(self, lr: float) -> None:
         """Use Adam's learning rate ``lr`` from the next step on."""
         self.lr = lr

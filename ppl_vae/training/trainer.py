@@ -100,7 +100,7 @@ class Trainer:
             "optimizer": self.step.optimizer.state_dict(), "rng": rng_state(),
             "epoch_shuffle_state": self.epoch_shuffle_state, "counters": json.dumps(counters),
             "rows": json.dumps(self.rows), "train_config": json.dumps(self.config.to_dict()),
-            "extra": json.dumps(self.extra), "best_weights": self.best_weights,
+            "extra": json.dumps(self.extra), "best_weights": self.best_weights, "step": json.dumps(self.step.state_dict()),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
         }
 
@@ -111,7 +111,7 @@ class Trainer:
         self.step.optimizer.load_state_dict(state["optimizer"])
         if state.get("scheduler"):
             self._scheduler().load_state_dict(state["scheduler"])
-        self.step.validated = True
+        self.step.load_state_dict(json.loads(state.get("step", "{}")))  # also marks its arguments validated
         for name, value in json.loads(state["counters"]).items():
             setattr(self, name, value)
         self.rows = json.loads(state["rows"])

@@ -1,3 +1,4 @@
+import json
 import logging
 
 import pyro
@@ -8,6 +9,8 @@ from conftest import requires_cuda
 from test_compiled import BASE, CASES, batch
 
 import ppl_vae.infer.compiled
+import ppl_vae.infer.graph_backends
+import ppl_vae.infer.graph_passes
 from ppl_vae import ModelConfig, build_pair, make_elbo
 from ppl_vae.infer.auto_compile import CheckedCompiledStep, CompiledStepMismatch, check_agreement, make_svi_step
 from ppl_vae.infer.compiled import CompiledELBO, DataDependentStructureError
@@ -198,3 +201,79 @@ def test_a_non_finite_first_step_leaves_the_check_for_the_next_step(caplog):
         assert step.fallback_reason is None and step.elbo.graph_key(model, guide, x) not in step.checked
         step(x)
     assert step.fallback_reason is None and step.elbo.graph_key(model, guide, x) in step.checked and not caplog.records
+
+
+def tiered_losses(promote_after: int, steps: int = 6, sizes=None):
+    pyro.set_rng_seed(0)
+    model, guide = build_pair(ModelConfig(**BASE))
+    step = make_svi_step(model, guide, compile="auto", lr=1e-2)
+    step.promote_after = promote_after
+    x = batch()[0]
+    return [step(x[:n]) for n in sizes or [32] * steps], step
+
+
+def test_auto_compiles_a_hot_shape_with_inductor_and_checks_it(caplog):
+    with caplog.at_level(logging.INFO, logger="ppl_vae"):
+        auto, step = tiered_losses(promote_after=3, sizes=(32, 7, 32, 32, 32, 32, 7))
+    fx, _ = losses("fx", sizes=(32, 7, 32, 32, 32, 32, 7))
+    shape = repr(step.elbo.graph_key(step.model, step.guide, batch()[0])[2:])
+    assert step.fallback_reason is None and step.promoted == {shape} and step.shape_steps[shape] == 5
+    assert [r.getMessage() for r in caplog.records if r.name == "ppl_vae"] == [
+        "compile auto: the graph for arguments (32, 1, 28, 28) compiled with inductor after 3 steps "
+        f"({step.elbo.compile_seconds[-1]:.1f} s)"]
+    assert len(step.elbo.compile_seconds) == 3 and step.elbo.num_graphs == 2  # batch 32 twice, batch 7 once
+    assert auto[:4] == fx[:4]  # fx until the fourth step of batch 32 (the fifth step)
+    torch.testing.assert_close(torch.tensor(auto), torch.tensor(fx), rtol=1e-5, atol=0)
+
+
+def test_auto_stays_on_fx_where_inductor_cannot_compile(monkeypatch, caplog):
+    def no_compiler(graph, example_inputs):
+        raise RuntimeError("no C++ compiler\nmore detail")
+
+    monkeypatch.setattr(ppl_vae.infer.graph_backends, "inductor_function", no_compiler)
+    with caplog.at_level(logging.WARNING, logger="ppl_vae"):
+        auto, step = tiered_losses(promote_after=2)
+    fx, _ = losses("fx", sizes=[32] * 6)
+    assert step.fallback_reason is None and len(step.promoted) == 1 and auto == fx
+    assert [r.getMessage() for r in caplog.records if r.name == "ppl_vae"] == [
+        "compile auto: inductor cannot compile the graph for arguments (32, 1, 28, 28) (no C++ compiler); staying on fx"]
+
+
+def test_auto_stays_on_fx_where_inductors_graph_disagrees(monkeypatch, caplog):
+    def wrong_inductor(graph, example_inputs):
+        replay = ppl_vae.infer.graph_passes.as_python_function(graph)
+        return lambda *inputs: [out * 1.01 for out in replay(*inputs)]
+
+    monkeypatch.setattr(ppl_vae.infer.graph_backends, "inductor_function", wrong_inductor)
+    with caplog.at_level(logging.WARNING, logger="ppl_vae"):
+        auto, step = tiered_losses(promote_after=2)
+    fx, _ = losses("fx", sizes=[32] * 6)
+    key = step.elbo.graph_key(step.model, step.guide, batch()[0])
+    assert step.fallback_reason is None and key in step.checked and isinstance(step.elbo, CompiledELBO)
+    notices = [r.getMessage() for r in caplog.records if r.name == "ppl_vae"]
+    assert len(notices) == 1 and notices[0].startswith("compile auto: inductor's graph for arguments (32, 1, 28, 28): ")
+    assert "differs from the uncompiled" in notices[0] and notices[0].endswith("on the same draws; staying on fx")
+    assert auto[:3] == fx[:3]  # the third step took the uncompiled result, then fx again
+    torch.testing.assert_close(torch.tensor(auto), torch.tensor(fx), rtol=1e-5, atol=0)
+
+
+def test_the_step_counts_survive_a_checkpoint():
+    _, step = tiered_losses(promote_after=5, steps=3)
+    state = json.loads(json.dumps(step.state_dict()))
+    _, resumed = tiered_losses(promote_after=5, steps=0)
+    resumed.load_state_dict(state)
+    assert resumed.validated and resumed.shape_steps == step.shape_steps
+    x = batch()[0]
+    for _ in range(3):
+        resumed(x)
+    assert resumed.promoted == set(step.shape_steps)  # the sixth step of the shape promoted it
+    assert SVIStep(*build_pair(ModelConfig(**BASE)), make_elbo()).state_dict() == {}
+
+
+def test_a_second_run_in_the_process_promotes_its_own_parameters(caplog):
+    """The promotion records in the step's own param store, not in one another run filled."""
+    with caplog.at_level(logging.WARNING, logger="ppl_vae"):
+        first, _ = tiered_losses(promote_after=2, steps=4)
+        second, step = tiered_losses(promote_after=2, steps=4)
+    assert not [r for r in caplog.records if r.name == "ppl_vae"]
+    assert len(step.elbo.compile_seconds) == 2 and second == first  # the same seed, the same inductor graph
