@@ -105,7 +105,7 @@ def run_training(out: Path, model: nn.Module, guide: nn.Module, config: ModelCon
         final = trainer.restore_best() or trainer.rows[-1]  # early stopping keeps the best validation epoch
         if not math.isfinite(final["test_elbo"]):
             raise NonFiniteLossError(f"the final weights give a test ELBO of {final['test_elbo']} "
-                                     f"({trainer.nonfinite_evaluations} epochs evaluated to non-finite values); "
+                                     f"({trainer.nan.nonfinite_evaluations} epochs evaluated to non-finite values); "
                                      "checkpoint.pt is not written; the training checkpoints of the epochs that "
                                      "evaluated finite are kept")
         if not main:

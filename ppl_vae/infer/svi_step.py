@@ -43,27 +43,40 @@ def make_adam(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr)
 
 
-def adam_step(optimizer: torch.optim.Optimizer) -> None:
+def is_fused(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` is torch's fused Adam, which can skip a step on the device (``found_inf``)."""
+    groups = optimizer.param_groups
+    return type(optimizer) is torch.optim.Adam and all(group["fused"] for group in groups)
+
+
+def adam_step(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor | None = None) -> None:
     """``optimizer.step()``; for a fused torch Adam whose state exists, torch's functional
     ``adam`` on the same tensors and settings (the same update, bitwise), without the
     per-step Python work of ``Optimizer.step`` (hooks, state lookups, grouping): a few
-    percent of a small network's step."""
+    percent of a small network's step.
+
+    :param found_inf: for a fused Adam, a 0-dim float tensor on the parameters' device: where
+        it is 1 the kernel leaves the parameters and Adam's state as they were (the skipped
+        step of torch's ``GradScaler``), decided on the device, without a transfer to the host.
+    """
     groups = optimizer.param_groups
     group = groups[0]
-    if not (type(optimizer) is torch.optim.Adam and len(groups) == 1 and group["fused"] and not group["amsgrad"]
+    if not (is_fused(optimizer) and len(groups) == 1 and not group["amsgrad"]
             and not group["differentiable"] and not group.get("decoupled_weight_decay", False)):
+        optimizer.found_inf = found_inf  # read by torch's fused Adam.step; None for the others
         optimizer.step()
         return
     params = [p for p in group["params"] if p.grad is not None]
     states = [optimizer.state.get(p) for p in params]
     if not all(states):  # a parameter's first step: torch's own path creates its state
+        optimizer.found_inf = found_inf
         optimizer.step()
         return
     beta1, beta2 = group["betas"]
     functional_adam(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                     [], [s["step"] for s in states], fused=True, capturable=group["capturable"], amsgrad=False,
                     beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
-                    maximize=group["maximize"])
+                    maximize=group["maximize"], found_inf=found_inf)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -173,16 +186,31 @@ class SVIStep:
         :raises NonFiniteLossError: if the loss or a gradient is not finite; the parameters
             are then left as they were.
         """
+        value, non_finite = self.take(*args).tolist()
+        if non_finite:
+            raise NonFiniteLossError(f"the loss is {value}" if not math.isfinite(value) else "a gradient is not finite")
+        return value
+
+    def take(self, *args) -> torch.Tensor:
+        """Take one step without a transfer to the host (a fused Adam decides on the device).
+
+        :returns: a float64 tensor of shape ``(2,)`` on the arguments' device: the loss before
+            the step (as calling the step returns it), and 1 if the loss or a gradient was not
+            finite, in which case the parameters and Adam's state were left as they were, else 0.
+        """
         with pyro.validation_enabled(is_validation_enabled() and not self.validated):
             loss, gradients = self._loss_and_gradient(*args)
         self.validated = True
         if self.optimizer is None:
             self.optimizer = self._make_optimizer(*args)
         if self.distributed is None:
-            self.optimizer.zero_grad(set_to_none=True)
             if gradients is None:
+                self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
             else:  # recorded with the loss; autograd has nothing to do
+                for group in self.optimizer.param_groups:  # zero_grad(set_to_none=True), without its hooks
+                    for param in group["params"]:
+                        param.grad = None
                 for param, grad in gradients:
                     param.grad = grad
             grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -197,14 +225,14 @@ class SVIStep:
             grads = [p.grad for p in params]
             total = loss.detach().reshape(1).to(grads[0].dtype)
             self.distributed.all_reduce_sum_([*grads, total])
-        # one transfer to the host for the loss and the gradients' finiteness
-        flag = non_finite_flag(grads).to(total.device)
-        value, non_finite = torch.stack([total.reshape(()).double(), flag.double()]).tolist()
-        if not math.isfinite(value) or non_finite:
-            self.optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(f"the loss is {value}" if not math.isfinite(value) else "a gradient is not finite")
-        adam_step(self.optimizer)
-        return value
+        total = total.reshape(())
+        flag = torch.maximum(non_finite_flag(grads).to(total.device), (~torch.isfinite(total)).float())
+        result = torch.stack([total.double(), flag.double()])
+        if is_fused(self.optimizer):
+            adam_step(self.optimizer, found_inf=flag)  # skipped on the device where flag is 1
+        elif not result[1]:  # other optimizers cannot skip a step on the device: one transfer
+            adam_step(self.optimizer)
+        return result
 
 
 def _latent_scaled(fn: Callable) -> Callable:

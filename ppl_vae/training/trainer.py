@@ -27,12 +27,12 @@ from ppl_vae.infer.auto_compile import make_svi_step
 from ppl_vae.infer.diagnose import nonfinite_site
 from ppl_vae.infer.elbos import make_elbo
 from ppl_vae.infer.latent_scale import warmup_scale
-from ppl_vae.infer.svi_step import NonFiniteLossError
 from ppl_vae.models.base import model_arguments
 from ppl_vae.training.checkpoints import TRAIN_FORMAT, atomic_save
 from ppl_vae.training.config import CheckpointOptions, TrainConfig, check_trainable
 from ppl_vae.training.distributed import process_group
 from ppl_vae.training.evaluation import evaluate_elbo
+from ppl_vae.training.nan_policy import NanPolicy, PendingStep, readback_interval
 from ppl_vae.training.rng_state import rng_state, set_rng_state
 from ppl_vae.training.schedules import scheduled_lr
 from ppl_vae.training.tensorboard import TensorBoardLog, chain, test_batch
@@ -77,7 +77,8 @@ class Trainer:
         self.warmup_steps = round(config.warmup_epochs * self.steps_per_epoch)
         # the loop's position and running sums: all of it goes into checkpoints
         self.epoch, self.step_in_epoch, self.global_step, self.total, self.seen, self.seconds = 1, 0, 0, 0.0, 0, 0.0
-        self.skipped, self.skipped_in_a_row, self.nonfinite_evaluations = 0, 0, 0
+        self.nan = NanPolicy(self.checkpoints.on_nan, self.checkpoints.max_skipped,
+                             lambda *args: nonfinite_site(model, guide, *args), readback_interval(data.train.device))
         self.best_valid, self.best_epoch = -math.inf, 0
         # early stopping and the plateau schedule follow the validation value of the objective trained
         self.selection = "valid_iwae" if config.elbo == "iwae" else "valid_elbo"
@@ -91,9 +92,9 @@ class Trainer:
     def state_dict(self) -> dict:
         if self.step.optimizer is None:
             raise RuntimeError("no optimizer yet: checkpoint after the first step")
-        counters = {name: getattr(self, name) for name in (
-            "epoch", "step_in_epoch", "global_step", "total", "seen", "seconds", "skipped", "skipped_in_a_row",
-            "best_valid", "best_epoch", "nonfinite_evaluations")}
+        counters = {**{name: getattr(self, name) for name in (
+            "epoch", "step_in_epoch", "global_step", "total", "seen", "seconds", "best_valid", "best_epoch")},
+            **{name: getattr(self.nan, name) for name in NanPolicy.COUNTERS}}
         return {
             "format": TRAIN_FORMAT, "model": self.model.state_dict(),
             "guide": self.guide.state_dict() if isinstance(self.guide, nn.Module) else {},
@@ -113,7 +114,7 @@ class Trainer:
             self._scheduler().load_state_dict(state["scheduler"])
         self.step.load_state_dict(json.loads(state.get("step", "{}")))  # also marks its arguments validated
         for name, value in json.loads(state["counters"]).items():
-            setattr(self, name, value)
+            setattr(self.nan if name in NanPolicy.COUNTERS else self, name, value)
         self.rows = json.loads(state["rows"])
         self.best_weights = state.get("best_weights", {})
         self.epoch_shuffle_state = state["epoch_shuffle_state"]
@@ -121,6 +122,7 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Write a checkpoint atomically and drop all but the newest ``keep``."""
+        self._read_back()  # the counters and sums, complete
         if self.checkpoint_dir is None or not self.distributed.is_main:
             return None
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -179,38 +181,21 @@ class Trainer:
                                           self.config.epochs * self.steps_per_epoch))
         try:
             with noise:
-                self.total += self.step(*args)
-            self.seen += size
-            self.skipped_in_a_row = 0
-        except (NonFiniteLossError, ValueError) as error:
-            if isinstance(error, ValueError):  # argument validation (the first step) met a non-finite value?
-                if all(torch.isfinite(t).all() for t in [*args, *self.step_parameters()] if torch.is_tensor(t)):
-                    raise
-                error = "a distribution got non-finite parameters"
-            where = nonfinite_site(self.model, self.guide, *args)
-            if self.checkpoints.on_nan == "stop":
-                raise NonFiniteLossError(f"{error} at step {self.global_step + 1} (epoch {self.epoch}); "
-                                         f"non-finite: {where}") from None
-            self.skipped += 1
-            self.skipped_in_a_row += 1
-            if self.skipped_in_a_row > self.checkpoints.max_skipped:
-                raise NonFiniteLossError(f"{self.skipped_in_a_row} steps in a row skipped for non-finite values "
-                                         f"(last at step {self.global_step + 1}: {where}); giving up") from None
+                result = self.step.take(*args)
+        except ValueError:  # argument validation (the first step) met a non-finite value?
+            if all(torch.isfinite(t).all() for t in [*args, *self.step_parameters()] if torch.is_tensor(t)):
+                raise
+            self.nan.non_finite("a distribution got non-finite parameters", self.global_step + 1, self.epoch, args)
+        else:
+            if self.nan.add(PendingStep(result, size, self.global_step + 1, self.epoch, args)):
+                self._read_back()
         self.global_step += 1
         self.step_in_epoch += 1
 
-    def _check_evaluation(self, row: dict) -> bool:
-        """Apply the NaN policy to the epoch's evaluation: ``"stop"`` raises, ``"skip"`` counts
-        it (column ``nonfinite_evaluations``). :returns: whether every value is finite."""
-        bad = [key for key in ("valid_elbo", self.selection, "test_elbo") if key in row and not math.isfinite(row[key])]
-        if not bad:
-            return True
-        what = f"the epoch-{self.epoch} {bad[0].replace('_', ' ')} is {row[bad[0]]}"
-        if self.checkpoints.on_nan == "stop":
-            raise NonFiniteLossError(f"{what}; the checkpoints up to epoch {self.epoch - 1} are kept")
-        self.nonfinite_evaluations += 1
-        row["nonfinite_evaluations"] = self.nonfinite_evaluations
-        return False
+    def _read_back(self) -> None:
+        """Read the steps' results back (one transfer) and apply the NaN policy (:mod:`~ppl_vae.training.nan_policy`)."""
+        total, seen = self.nan.read_back()
+        self.total, self.seen = self.total + total, self.seen + seen
 
     def step_parameters(self) -> list[torch.Tensor]:
         return [p for group in self.step.optimizer.param_groups for p in group["params"]] if self.step.optimizer else []
@@ -242,8 +227,9 @@ class Trainer:
                        desc=f"epoch {self.epoch}", disable=not (progress and main), leave=False)
             for x, labels in bar:
                 self._take_step(x, labels)
-                if self.global_step % 20 == 0 and self.seen and not bar.disable:  # the running ELBO, images/s
-                    bar.set_postfix(elbo=f"{-self.total / self.seen:.2f}",
+                if self.global_step % 20 == 0 and not bar.disable:  # the running ELBO, images/s
+                    self._read_back()
+                    bar.set_postfix(elbo=f"{-self.total / max(self.seen, 1):.2f}",
                                     img_s=f"{self.seen / max(time.perf_counter() - start, 1e-9):.0f}")
                 if after_step is not None:
                     after_step(self.global_step)
@@ -258,6 +244,7 @@ class Trainer:
                     self.seconds += time.perf_counter() - start
                     start = time.perf_counter()
                     self.save()
+            self._read_back()
             self.seconds += time.perf_counter() - start
             row = {"epoch": self.epoch, "train_elbo": -self.total / max(self.seen, 1)}
             if self.data.valid is not None:
@@ -270,9 +257,9 @@ class Trainer:
             row |= {"test_elbo": evaluate_elbo(self.model, self.guide, self.data, "test", elbo=self.evaluation_elbo,
                                                distributed=self.distributed),
                     "beta": self.step.kl.scale, "lr": self.step.optimizer.param_groups[0]["lr"],
-                    "skipped_steps": self.skipped, "seconds": self.seconds,
+                    "skipped_steps": self.nan.skipped, "seconds": self.seconds,
                     **getattr(self.model, "epoch_metrics", lambda *args: {})(self.guide, self.data)}  # the model's own
-            finite = self._check_evaluation(row)
+            finite = self.nan.check_evaluation(row, ("valid_elbo", self.selection, "test_elbo"), self.epoch)
             self.rows.append(row)
             self._track_best(row)
             if self.config.lr_decay < 1:

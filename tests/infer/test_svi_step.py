@@ -175,3 +175,48 @@ def test_adam_step_is_torch_adams_step_bitwise():
         assert torch.equal(p, q)
     for p, q in zip(params, copies):
         assert all(torch.equal(a, b) for a, b in zip(ours.state[p].values(), torchs.state[q].values()))
+
+
+def optimizer_state(step: SVIStep) -> list[torch.Tensor]:
+    params = [p for group in step.optimizer.param_groups for p in group["params"]]
+    return [t.clone() for p in params for t in (p.detach(), *step.optimizer.state.get(p, {}).values())]
+
+
+@pytest.mark.parametrize("compile", ["off", "fx"])
+def test_take_skips_a_non_finite_step_on_the_device(compile):
+    """A non-finite loss leaves every parameter and Adam's state bitwise as they were, the
+    first step (whose state torch creates) included."""
+    from ppl_vae.infer.svi_step import is_fused
+
+    model, guide = build_pair(ModelConfig(event_shape=(1, 28, 28), z_dim=4, hidden_dims=(16,)))
+    step = SVIStep(model, guide, make_elbo("trace", compile=compile), lr=1e-2)
+    x = torch.bernoulli(torch.full((8, 1, 28, 28), 0.3))
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    initial = optimizer_state(step)  # the parameters; no state yet
+    with pyro.validation_enabled(False):
+        result = step.take(bad)
+        assert result.dtype == torch.float64 and result.shape == (2,) and result[1] == 1
+        assert is_fused(step.optimizer) and all(s["step"] == 0 for s in step.optimizer.state.values())
+        assert all(torch.equal(a, p) for a, p in zip(initial, step.optimizer.param_groups[0]["params"]))
+        loss, non_finite = step.take(x).tolist()
+        assert non_finite == 0 and loss > 0 and all(s["step"] == 1 for s in step.optimizer.state.values())
+        after = optimizer_state(step)
+        assert not torch.equal(after[0], initial[0])
+        assert step.take(bad)[1] == 1
+        assert all(torch.equal(a, b) for a, b in zip(after, optimizer_state(step)))
+
+
+def test_the_compiled_take_reads_no_value_back():
+    """No ``item``, ``tolist`` or ``bool`` of a tensor once a shape is recorded: nothing makes the
+    host wait for the device inside the step."""
+    from ppl_vae.infer.compiled import _values_not_read
+
+    model, guide = build_pair(ModelConfig(event_shape=(1, 28, 28), z_dim=4, hidden_dims=(16,)))
+    step = SVIStep(model, guide, make_elbo("trace", compile="fx"), lr=1e-2)
+    x = torch.bernoulli(torch.full((8, 1, 28, 28), 0.3))
+    step(x)
+    step(x)
+    with _values_not_read():
+        results = [step.take(x) for _ in range(3)]
+    assert all(r[1] == 0 for r in results) and results[0][0] != results[2][0]
