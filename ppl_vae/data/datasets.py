@@ -88,8 +88,11 @@ class Dataset:
             shuffling generator (to resume in the middle of an epoch).
         """
         images, targets = self.split(split)
-        for index in list(batch_indices(len(images), batch_size, shuffle, generator))[start:]:
-            index = index.to(images.device)
+        indices = list(batch_indices(len(images), batch_size, shuffle, generator))[start:]
+        if not indices:
+            return
+        # the epoch's order goes to the device in one transfer, not one per batch
+        for index in torch.cat(indices).to(images.device).split([len(i) for i in indices]):
             batch = torch.bernoulli(images[index]) if self.binarize else images[index]
             if labels:
                 yield batch, None if targets is None else targets[index]

@@ -114,6 +114,8 @@ class SVIStep:
         self.optimizer: torch.optim.Optimizer | None = None
         self.validated = False
         self._param_state = None  # the step's own param store, for JIT-compiled ELBOs
+        self._scale: torch.Tensor | None = None  # the KL weight for a compiled ELBO, and its value
+        self._scale_value: float | None = None
         self._scaled_model, self._scaled_guide = _latent_scaled(model), _latent_scaled(guide)
         self._modules_only = isinstance(model, nn.Module) and isinstance(guide, nn.Module)
         if self._modules_only:
@@ -168,8 +170,20 @@ class SVIStep:
         if self.kl.scale == 1:  # at weight 1 the messenger would only cost time
             return self.model, self.guide, args
         # the weight goes in as an argument, a tensor for a compiled ELBO, which then sees its changes
-        scale = torch.tensor(self.kl.scale, device=args[0].device) if is_jit(self.elbo) else self.kl.scale
+        scale = self._scale_tensor(args[0].device) if is_jit(self.elbo) else self.kl.scale
         return self._scaled_model, self._scaled_guide, (scale, *args)
+
+    def _scale_tensor(self, device: torch.device) -> torch.Tensor:
+        """The KL weight as a 0-dim tensor on ``device``, kept and refilled in place: a kernel
+        on a GPU, not a copy from the host, which would wait for the device."""
+        tensor = self._scale
+        if tensor is None or tensor.device != device:
+            tensor = self._scale = torch.tensor(self.kl.scale, device=device)
+            self._scale_value = self.kl.scale
+        elif self._scale_value != self.kl.scale:
+            tensor.fill_(self.kl.scale)
+            self._scale_value = self.kl.scale
+        return tensor
 
     def _loss_and_gradient(self, *args) -> tuple[torch.Tensor, list[tuple] | None]:
         """The loss, and for a compiled ELBO its recorded gradient (else None: autograd's job)."""
