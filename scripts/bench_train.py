@@ -196,6 +196,10 @@ def main() -> None:
                 [("device", args.device), ("steps", args.steps), ("rounds", args.rounds),
                  ("allocator", args.allocator)]) + "`\n\n")
         f.write(table.to_markdown(index=False) + "\n")
+        f.write("\nratio_to_best_plain: the median over rounds of the ratio to the faster plain loop of the same "
+                "round. ppl_vae-auto (default) is timed in its steady state, warmed up past its promote_after "
+                "steps (its batch shape then runs inductor's graph); compile_s: CompiledELBO.compile_seconds, "
+                "summed, for the library's compiled rows.\n")
 
 
 if __name__ == "__main__":

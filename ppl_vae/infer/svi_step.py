@@ -10,8 +10,11 @@ optimizer per parameter, and the networks' ``pyro.module`` registration is skipp
 the hot loop (see :mod:`ppl_vae.nn.registration`), since the optimizer holds the
 parameters itself. Pyro's and torch's argument validation runs on the first step, which
 catches shape and support errors, and is switched off after it; the loss and the
-gradients are still checked for NaN at every step, with one transfer to the host for both
-(:func:`non_finite_flag`). The ELBO may be compiled (``make_elbo(..., compile="fx")``,
+gradients are still checked for NaN at every step (:func:`non_finite_flag`), on the device:
+:meth:`SVIStep.take` returns the loss and that flag as a tensor, and a non-finite step is
+skipped by fused Adam itself (``found_inf``), so the step need not wait for the device; the
+trainer reads several steps back at once (:mod:`ppl_vae.training.nan_policy`). The ELBO
+may be compiled (``make_elbo(..., compile="fx")``,
 :mod:`ppl_vae.infer.compiled`), which replays a recorded graph instead of running Pyro's
 Python machinery at every step; :func:`~ppl_vae.infer.auto_compile.make_svi_step` builds the
 step for ``TrainConfig.compile``, compiled and checked by default.
