@@ -92,7 +92,7 @@ class Dataset:
         if not indices:
             return
         # the epoch's order goes to the device in one transfer, not one per batch
-        for index in torch.cat(indices).to(images.device).split([len(i) for i in indices]):
+        for index in torch.cat(indices).to(images.device).split(batch_size):  # the same batches
             batch = torch.bernoulli(images[index]) if self.binarize else images[index]
             if labels:
                 yield batch, None if targets is None else targets[index]

@@ -142,7 +142,7 @@ class CheckedCompiledStep(SVIStep):
                 self.elbo.recompile(model, guide, *args, backend="inductor")
         except Exception as error:  # inductor's failures have many types: no compiler, an unlowerable operation
             logger.warning("compile auto: inductor cannot compile the graph for %s (%s); staying on fx", _shapes(key),
-                           str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+                           (str(error).strip() or type(error).__name__).splitlines()[0])
             return
         logger.info("compile auto: the graph for %s compiled with inductor after %d steps (%.1f s)", _shapes(key),
                     self.shape_steps[shape] - 1, self.elbo.compile_seconds[-1])

@@ -64,16 +64,17 @@ def adam_step(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor | None =
     """
     groups = optimizer.param_groups
     group = groups[0]
-    if not (is_fused(optimizer) and len(groups) == 1 and not group["amsgrad"]
-            and not group["differentiable"] and not group.get("decoupled_weight_decay", False)):
-        optimizer.found_inf = found_inf  # read by torch's fused Adam.step; None for the others
-        optimizer.step()
-        return
     params = [p for p in group["params"] if p.grad is not None]
     states = [optimizer.state.get(p) for p in params]
-    if not all(states):  # a parameter's first step: torch's own path creates its state
+    if not (is_fused(optimizer) and len(groups) == 1 and not group["amsgrad"] and not group["differentiable"]
+            and not group.get("decoupled_weight_decay", False) and all(states)):
+        # torch's own path (it also creates a parameter's state on its first step); its fused
+        # Adam reads ``found_inf`` from the optimizer, which must not outlive this step
         optimizer.found_inf = found_inf
-        optimizer.step()
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
         return
     beta1, beta2 = group["betas"]
     functional_adam(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],

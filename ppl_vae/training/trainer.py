@@ -229,8 +229,9 @@ class Trainer:
                 self._take_step(x, labels)
                 if self.global_step % 20 == 0 and not bar.disable:  # the running ELBO, images/s
                     self._read_back()
-                    bar.set_postfix(elbo=f"{-self.total / max(self.seen, 1):.2f}",
-                                    img_s=f"{self.seen / max(time.perf_counter() - start, 1e-9):.0f}")
+                    if self.seen:
+                        bar.set_postfix(elbo=f"{-self.total / self.seen:.2f}",
+                                        img_s=f"{self.seen / max(time.perf_counter() - start, 1e-9):.0f}")
                 if after_step is not None:
                     after_step(self.global_step)
                 if stop_requested():
