@@ -67,7 +67,8 @@ def run_row(name: str, data, x_nll: torch.Tensor, args, device) -> tuple[dict, t
     torch.manual_seed(args.seed)
     model, guide = build_pair(config)
     model, guide = model.to(device), guide.to(device)
-    train = TrainConfig(epochs=args.epochs, batch_size=100, lr=1e-3, seed=args.seed, **train_options)
+    train = TrainConfig(epochs=args.epochs, batch_size=100, lr=1e-3, seed=args.seed,
+                        init_output_bias=args.init_output_bias, **train_options)
     metrics = fit(model, guide, data, train, progress=False, on_epoch=lambda row: print(name, row, flush=True))
     start = time.perf_counter()
     result, means = estimate_log_likelihood(model, guide, x_nll, num_samples=args.num_samples, seed=args.seed)
@@ -77,6 +78,7 @@ def run_row(name: str, data, x_nll: torch.Tensor, args, device) -> tuple[dict, t
         "name": name, "model": config.model, "prior": config.prior, "guide": config.guide,
         "guide_options": str(config.guide_options or ""), "prior_options": str(config.prior_options or ""),
         "elbo": train.elbo, "num_particles": train.num_particles, "epochs": args.epochs,
+        "init_output_bias": train.init_output_bias,
         "test_elbo": round(metrics["test_elbo"].iloc[-1], 2), "test_nll": round(nll.mean().item(), 2),
         "nll_std_error": round((nll.std() / len(nll) ** 0.5).item(), 2),
         "nll_num_samples": args.num_samples, "nll_datapoints": len(x_nll),
@@ -103,6 +105,7 @@ def write_report(table: pd.DataFrame, per_image: pd.DataFrame, args, device, pat
     table["nll_gain"] = [f"{g:+.2f} ± {se:.2f}" if (g, se) != (None, None) else "" for g, se in
                          (gain or (None, None) for gain in gains)]
     runs = list(table.groupby("nll_datapoints", sort=False))
+    init_flag = " --init-output-bias" if args.init_output_bias else ""
     columns = ["name", "model", "prior", "guide", "elbo", "num_particles", "epochs", "test_elbo", "test_nll",
                "nll_std_error", "vs", "nll_gain", "active_units", "seconds_per_epoch", "nll_seconds"]
     lines = [
@@ -110,7 +113,8 @@ def write_report(table: pd.DataFrame, per_image: pd.DataFrame, args, device, pat
         f"{torch.get_num_threads()} threads, torch {torch.__version__})",
         "",
         *[f"`python scripts/bench_priors.py --data-dir ../shared/data --epochs {args.epochs} --num-samples "
-          f"{args.num_samples} --nll-datapoints {n} --rows {' '.join(group['name'])}`" + ("  " if i < len(runs) - 1 else "")
+          f"{args.num_samples} --nll-datapoints {n}{init_flag} --name {path.stem} --rows {' '.join(group['name'])}`"
+          + ("  " if i < len(runs) - 1 else "")
           for i, (n, group) in enumerate(runs)],
         "",
         f"Dynamically binarized MNIST; Adam lr 1e-3, batch 100, {args.epochs} epochs, seed {args.seed}, for every "
@@ -118,7 +122,10 @@ def write_report(table: pd.DataFrame, per_image: pd.DataFrame, args, device, pat
         "(`hierarchical`): 784-100-100-100-50-50-50 tanh (their two-layer model). iaf: 8 IAF steps. "
         f"Priors: mixture of {PRIOR_OPTIONS['mixture']['num_components']} Gaussians, VampPrior with "
         f"{PRIOR_OPTIONS['vamp']['num_pseudo_inputs']} pseudo-inputs, flow of "
-        f"{PRIOR_OPTIONS['flow']['num_flows']} MAF steps. test_elbo: full test split, one sample per image. "
+        f"{PRIOR_OPTIONS['flow']['num_flows']} MAF steps. "
+        + ("The decoder's output bias starts at the log-odds of the mean training image (`init_output_bias`). "
+           if args.init_output_bias else "The decoder's output bias starts at zero (PyTorch's default initialization). ")
+        + "test_elbo: full test split, one sample per image. "
         f"test_nll: the IWAE bound with K = {args.num_samples} on the first nll_datapoints test images "
         "(binarized once, seed 0). nll_gain: the NLL of `vs` minus this row's, paired over the images both were "
         "scored on, with its standard error (positive: this row is better). seconds_per_epoch: training time per epoch "
@@ -143,12 +150,15 @@ def main() -> None:
     parser.add_argument("--nll-datapoints", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--name", default="priors", help="file stem of the results (NAME.csv, NAME.md, NAME_per_image.csv)")
+    parser.add_argument("--init-output-bias", action=argparse.BooleanOptionalAction, default=False,
+                        help="start every row's decoder at the data's mean (TrainConfig.init_output_bias)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     data = load_dataset("binarized-mnist", args.data_dir, device)
     x_nll = torch.bernoulli(data.test[: args.nll_datapoints], generator=torch.Generator(device).manual_seed(0))
     args.out.mkdir(parents=True, exist_ok=True)
-    table_path, per_image_path = args.out / "priors.csv", args.out / "priors_per_image.csv"
+    table_path, per_image_path = args.out / f"{args.name}.csv", args.out / f"{args.name}_per_image.csv"
     table = pd.read_csv(table_path) if table_path.exists() else pd.DataFrame()
     per_image = pd.read_csv(per_image_path) if per_image_path.exists() else pd.DataFrame()
     for name in args.rows:
@@ -162,7 +172,7 @@ def main() -> None:
         per_image = pd.concat([per_image, pd.DataFrame({"name": name, "image": range(len(nll)),
                                                         "nll": nll.cpu().numpy()})], ignore_index=True)
         per_image.to_csv(per_image_path, index=False)
-        write_report(table, per_image, args, device, args.out / "priors.md")
+        write_report(table, per_image, args, device, args.out / f"{args.name}.md")
 
 
 if __name__ == "__main__":

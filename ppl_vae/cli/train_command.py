@@ -30,6 +30,7 @@ from ppl_vae.training.config import (
     CheckpointOptions,
     TrainConfig,
     check_trainable,
+    initialize_output_bias,
 )
 from ppl_vae.training.device import resolve_device
 from ppl_vae.training.distributed import init_distributed
@@ -93,6 +94,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                    help="burda: Burda et al.'s decay in 8 stages to a tenth of --lr, lasting 1, 3, 9, ... 2187 "
                    "parts of 3280 of --epochs (default constant)")
+    p.add_argument("--init-output-bias", action=argparse.BooleanOptionalAction,
+                   help="start p(x|z) at the training data's mean: the decoder's output bias set to the mean "
+                   "image's log-odds (for bernoulli) before the first step (default off)")
     p.add_argument("--seed", type=int, help=f"seed of every RNG (default {T.seed})")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: results/runs/<time>-<dataset>-<guide>)")
@@ -168,12 +172,16 @@ def cmd_train_new(args: argparse.Namespace, distributed) -> int:
     data = labelled_data(data, config, train_config.seed)
     model, guide = build_on_device(config, train_config.seed, device, distributed)
     init_path = getattr(args, "init_from", None)
+    if init_path is not None and train_config.init_output_bias:
+        raise UsageError("--init-output-bias would overwrite the decoder that --init-from loads; give one of them")
     try:
         init_from = warm_start(init_path, model, guide, config) if init_path is not None else None
     except CheckpointError as error:
         raise UsageError(f"--init-from: {error}") from None
     check_data(model.likelihood, data)
     check_fits(model, guide, config, train_config, device)
+    if train_config.init_output_bias:  # before the run directory exists (the trainer's call repeats it)
+        initialize_output_bias(model, data)
     run_config = {"dataset": args.dataset, "data_dir": str(args.data_dir), "validation_size": args.validation_size,
                   "tensorboard": args.tensorboard,
                   "device": str(device), "model": config.to_dict(), "train": train_config.to_dict(),

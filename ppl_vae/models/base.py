@@ -59,6 +59,27 @@ class Model(nn.Module):
         """
         return (images,)
 
+    @torch.no_grad()
+    def initialize_from_data(self, images: torch.Tensor) -> None:
+        """Start p(x|z) at the data's mean: set the decoder's output bias to the likelihood's
+        output for the mean training image (for Bernoulli pixels, their log-odds).
+
+        Without it, the first steps' largest gradient asks every image's output to move
+        towards the mean image, and the quickest way there is to shift every latent code
+        together. A learned prior (VampPrior, flow) follows such a shift instead of resisting
+        it, and with tanh layers the shifted codes saturate the decoder's first layer
+        (docs/guide/priors.md has the measurements). The default works for a model with a
+        ``decoder`` that has ``set_output_bias`` and a ``likelihood`` that has ``output_for_mean``
+        (:mod:`ppl_vae.nn`); other models override it.
+
+        :param images: the training split ``(N, *event_shape)``.
+        :raises NotImplementedError: for a model or likelihood with no such bias.
+        """
+        decoder, likelihood = getattr(self, "decoder", None), getattr(self, "likelihood", None)
+        if not hasattr(decoder, "set_output_bias") or likelihood is None:
+            raise NotImplementedError(f"the {type(self).__name__} model has no decoder output bias to start at the data's mean")
+        decoder.set_output_bias(likelihood.output_for_mean(images.mean(0)))
+
     @property
     def observed_dims(self) -> int:
         """The number of observed dimensions per datapoint (for bits per dimension)."""

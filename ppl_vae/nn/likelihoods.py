@@ -64,6 +64,15 @@ class Likelihood(nn.Module):
         """The mean of x given the decoder output, for pictures of reconstructions and samples."""
         return self.base_distribution(out).mean
 
+    def output_for_mean(self, mean: torch.Tensor) -> torch.Tensor:
+        """The decoder output whose distribution has mean ``mean`` (the inverse of the link).
+
+        :param mean: ``event_shape``, e.g. the training images' mean.
+        :returns: a tensor of the same shape.
+        :raises NotImplementedError: for a likelihood whose mean has no closed-form inverse.
+        """
+        raise NotImplementedError(f"the {self.name!r} likelihood has no closed-form inverse of its mean")
+
     def support_problem(self, x: torch.Tensor) -> str | None:
         """Describe why ``x`` lies outside this likelihood's support, or return None if it does not."""
         if not torch.isfinite(x).all():
@@ -71,10 +80,19 @@ class Likelihood(nn.Module):
         return None
 
 
+def mean_logits(mean: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """The logits of probabilities ``mean``, clamped to ``[eps, 1 - eps]`` (pixels that are
+    always 0 in the data get a finite logit, about -6.9)."""
+    return torch.logit(mean.clamp(eps, 1 - eps))
+
+
 class BernoulliLikelihood(Likelihood):
     """Bernoulli with logits from the decoder, for binary data."""
 
     name = "bernoulli"
+
+    def output_for_mean(self, mean: torch.Tensor) -> torch.Tensor:
+        return mean_logits(mean)
 
     def base_distribution(self, out: torch.Tensor) -> dist.TorchDistribution:
         return LogSigmoidBernoulli(logits=out)
@@ -113,6 +131,9 @@ class GrayscaleBCELikelihood(UnitIntervalLikelihood):
 
     name = "bce-grayscale"
 
+    def output_for_mean(self, mean: torch.Tensor) -> torch.Tensor:
+        return mean_logits(mean)
+
     def base_distribution(self, out: torch.Tensor) -> dist.TorchDistribution:
         return GrayscaleBernoulli(logits=out)
 
@@ -136,6 +157,9 @@ class GaussianLikelihood(Likelihood):
 
     def base_distribution(self, out: torch.Tensor) -> dist.TorchDistribution:
         return dist.Normal(out, self.log_scale.exp().expand(out.shape))
+
+    def output_for_mean(self, mean: torch.Tensor) -> torch.Tensor:
+        return mean.clone()
 
 
 #: The likelihoods p(x|z) by name.

@@ -101,6 +101,12 @@ class MLPDecoder(nn.Module):
         """:param z: ``(batch, z_dim)``. :returns: ``(batch, *out_shape)``."""
         return self.net(join_condition(z, condition)).reshape(z.shape[:-1] + self.out_shape)
 
+    @torch.no_grad()
+    def set_output_bias(self, out: torch.Tensor) -> None:
+        """Set the last layer's bias to ``out`` (shape ``out_shape``): the output is ``out`` where
+        the hidden layers give zero, and near it on average at initialization."""
+        self.net[-1].bias.copy_(out.reshape(-1))
+
 
 def join_condition(h: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
     """Concatenate a condition to features along the last dimension, broadcasting their batch
@@ -201,6 +207,11 @@ class ConvDecoder(nn.Module):
         batch_shape = z.shape[:-1]
         h = self.linear(z).reshape((-1,) + self.start_shape)
         return self.deconv(h).reshape(batch_shape + self.out_shape)
+
+    @torch.no_grad()
+    def set_output_bias(self, out: torch.Tensor) -> None:
+        """Set the last convolution's bias, one per channel, to ``out`` ``(C, H, W)`` averaged over pixels."""
+        self.deconv[-1].bias.copy_(out.mean(dim=(-2, -1)))
 
 
 def make_networks(

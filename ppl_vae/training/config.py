@@ -43,6 +43,8 @@ class TrainConfig:
         against the uncompiled ELBO on the first step and falls back, with a notice, where it
         cannot be used; ``"fx"`` and ``"inductor"`` compile without the fallback (``"inductor"``:
         fused kernels, seconds of compilation per batch shape); ``"off"`` runs Pyro's ELBO.
+    :param init_output_bias: before the first step of a new run, start p(x|z) at the training
+        data's mean (:meth:`ppl_vae.models.base.Model.initialize_from_data`).
     :param jit: the older name: True is ``compile="fx"``, False ``compile="off"``.
     :raises ConfigError: for a value out of its range.
     """
@@ -60,6 +62,7 @@ class TrainConfig:
     lr_patience: int = 3
     lr_schedule: str = "constant"
     compile: str = "auto"
+    init_output_bias: bool = False
     jit: InitVar[bool | None] = None
 
     def __post_init__(self, jit: bool | None = None) -> None:
@@ -135,3 +138,15 @@ def check_trainable(config: TrainConfig, data, distributed=None) -> None:
     if min(last, config.batch_size) < (1 if distributed is None else distributed.world_size):
         raise ConfigError("batch_size", f"gives a batch of {last} datapoints, which {distributed.world_size} "
                           "processes cannot share; choose another")
+
+
+def initialize_output_bias(model, data) -> None:
+    """``config.init_output_bias``: :meth:`~ppl_vae.models.base.Model.initialize_from_data` on the
+    training split (it reads no RNG, so calling it twice changes nothing).
+
+    :raises ConfigError: for a model or likelihood without an output bias to set.
+    """
+    try:
+        model.initialize_from_data(data.train)
+    except NotImplementedError as error:
+        raise ConfigError("init_output_bias", f"is not available here: {error}") from None

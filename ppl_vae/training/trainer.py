@@ -29,7 +29,7 @@ from ppl_vae.infer.elbos import make_elbo
 from ppl_vae.infer.latent_scale import warmup_scale
 from ppl_vae.models.base import model_arguments
 from ppl_vae.training.checkpoints import TRAIN_FORMAT, atomic_save
-from ppl_vae.training.config import CheckpointOptions, TrainConfig, check_trainable
+from ppl_vae.training.config import CheckpointOptions, TrainConfig, check_trainable, initialize_output_bias
 from ppl_vae.training.distributed import process_group
 from ppl_vae.training.evaluation import evaluate_elbo
 from ppl_vae.training.nan_policy import NanPolicy, PendingStep, readback_interval
@@ -62,6 +62,8 @@ class Trainer:
                  checkpoint_dir: Path | None = None, checkpoints: CheckpointOptions | None = None,
                  extra: dict | None = None, distributed=None) -> None:
         check_trainable(config, data, distributed)
+        if config.init_output_bias:  # a resumed run then loads its own weights over it
+            initialize_output_bias(model, data)
         self.model, self.guide, self.data, self.config = model, guide, data, config
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.checkpoints = checkpoints or CheckpointOptions()

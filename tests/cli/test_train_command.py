@@ -94,6 +94,9 @@ BAD_INPUTS = {
     "lr-schedule-and-decay": (["--lr-schedule", "burda", "--lr-decay", "0.5", "--validation-size", "1000"],
                               "--lr-schedule burda and --lr-decay exclude each other"),
 }
+BAD_INPUTS["init-output-bias-unavailable"] = (
+    ["--dataset", "mnist-sample", "--likelihood", "continuous-bernoulli", "--init-output-bias"],
+    "--init-output-bias is not available here: the 'continuous-bernoulli' likelihood has no closed-form inverse of its mean")
 if not torch.cuda.is_available():
     BAD_INPUTS["cuda"] = (["--device", "cuda"], "CUDA is not available")
 

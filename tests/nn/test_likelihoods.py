@@ -62,3 +62,23 @@ def test_data_in_support_passes(name):
 def test_unknown_likelihood():
     with pytest.raises(ValueError, match="unknown likelihood 'poisson'; choose from bernoulli, continuous-bernoulli"):
         make_likelihood("poisson", (4,))
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "bce-grayscale", "gaussian", "gaussian-pixel"])
+def test_output_for_mean_inverts_the_mean(name):
+    likelihood = make_likelihood(name, (2, 3))
+    mean = torch.tensor([[0.01, 0.2, 0.5], [0.7, 0.9, 0.99]])
+    out = likelihood.output_for_mean(mean)
+    assert out.shape == mean.shape
+    torch.testing.assert_close(likelihood.mean(out), mean, rtol=1e-5, atol=1e-6)
+
+
+def test_output_for_mean_keeps_pixels_that_are_always_off_finite():
+    out = make_likelihood("bernoulli", (3,)).output_for_mean(torch.tensor([0.0, 1.0, 0.5]))
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, torch.tensor([-6.9067547, 6.9067547, 0.0]), rtol=1e-5, atol=1e-6)  # logit(0.001)
+
+
+def test_output_for_mean_without_a_closed_form_is_refused():
+    with pytest.raises(NotImplementedError, match="'continuous-bernoulli' likelihood has no closed-form inverse"):
+        make_likelihood("continuous-bernoulli", (3,)).output_for_mean(torch.full((3,), 0.5))

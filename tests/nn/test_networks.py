@@ -51,3 +51,20 @@ def test_mlp_activation_and_depth():
 def test_bad_names_are_clear(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_mlp_decoder_output_bias_is_the_output_where_the_hidden_layers_give_zero():
+    decoder = MLPDecoder(2, (1, 2, 3), (8,), activation="tanh")
+    out = torch.randn(1, 2, 3)
+    decoder.set_output_bias(out)
+    torch.nn.init.zeros_(decoder.net[-1].weight)
+    torch.testing.assert_close(decoder(torch.randn(4, 2)), out.expand(4, 1, 2, 3), rtol=0, atol=0)
+
+
+def test_conv_decoder_output_bias_is_the_mean_of_each_channel():
+    decoder = ConvDecoder(2, (3, 32, 32))
+    out = torch.randn(3, 32, 32)
+    decoder.set_output_bias(out)
+    torch.nn.init.zeros_(decoder.deconv[-1].weight)
+    expected = out.mean(dim=(1, 2))[:, None, None].expand(5, 3, 32, 32)
+    torch.testing.assert_close(decoder(torch.randn(5, 2)), expected, rtol=1e-6, atol=1e-6)
