@@ -50,14 +50,19 @@ ROWS = {
     "vae-mixture-iaf": ({**ONE_LAYER, **IAF8, "prior": "mixture"}, {}),
     "vae-flow-iaf": ({**ONE_LAYER, **IAF8, "prior": "flow"}, {}),
     "hierarchical-standard-diag-iwae5": ({**TWO_LAYERS, "prior": "standard"}, {"elbo": "iwae", "num_particles": 5}),
+    # Tomczak & Welling's number of pseudo-inputs; KL warm-up (Sonderby et al. 2016) for both depths
+    "vae-vamp500-diag": ({**ONE_LAYER, "prior": "vamp", "prior_options": {"num_pseudo_inputs": 500}}, {}),
+    "vae-standard-diag-warmup5": ({**ONE_LAYER, "prior": "standard"}, {"warmup_epochs": 5}),
+    "hierarchical-standard-diag-warmup5": ({**TWO_LAYERS, "prior": "standard"}, {"warmup_epochs": 5}),
 }
 # each row's reference for the paired difference: the same guide with the standard prior, one layer
 BASELINES = {name: ("vae-standard-iaf" if name.endswith("-iaf") else "vae-standard-diag") for name in ROWS}
+BASELINES["hierarchical-standard-diag-warmup5"] = "vae-standard-diag-warmup5"
 
 
 def config_of(name: str) -> ModelConfig:
     options, _ = ROWS[name]
-    return ModelConfig(**options, prior_options=PRIOR_OPTIONS[options["prior"]])
+    return ModelConfig(**{"prior_options": PRIOR_OPTIONS[options["prior"]], **options})
 
 
 def run_row(name: str, data, x_nll: torch.Tensor, args, device) -> tuple[dict, torch.Tensor]:
