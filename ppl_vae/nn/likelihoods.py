@@ -81,9 +81,9 @@ class Likelihood(nn.Module):
 
 
 def mean_logits(mean: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    """The logits of probabilities ``mean``, clamped to ``[eps, 1 - eps]`` (pixels that are
-    always 0 in the data get a finite logit, about -6.9)."""
-    return torch.logit(mean.clamp(eps, 1 - eps))
+    """The logits of probabilities ``mean``, clamped to ``[eps, 1 - eps]`` by ``torch.logit``
+    (pixels that are always 0 in the data get a finite logit, about -6.9)."""
+    return torch.logit(mean, eps)
 
 
 class BernoulliLikelihood(Likelihood):
