@@ -14,6 +14,7 @@ in the process for reuse (:func:`ppl_vae.training.memory.retain_freed_memory`).
 """
 
 import argparse
+import logging
 import sys
 import traceback
 import warnings
@@ -32,6 +33,28 @@ from ppl_vae.training.memory import retain_freed_memory
 from ppl_vae.training.tensorboard import TensorBoardMissing
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes each record to the current ``sys.stderr`` (looked up per record, as logging's own
+    last-resort handler does), so that redirected or captured streams get the lines."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def show_notices() -> None:
+    """Print the library's notices (the ``ppl_vae`` logger, INFO and up) on stderr, one line each,
+    e.g. the compiled step's fallbacks and its promotion to inductor."""
+    logger = logging.getLogger("ppl_vae")
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.INFO)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="ppl-vae", description="Variational autoencoders written as Pyro programs.")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -45,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     warnings.filterwarnings("once", message="Encountered (NaN|Inf)")  # Pyro's per-step warnings, shown once
+    show_notices()
     retain_freed_memory()  # no page faults from re-allocating large tensors (ppl_vae.training.memory)
     try:
         if getattr(args, "config", None) is not None:  # the file's settings become defaults; flags override them

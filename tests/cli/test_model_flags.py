@@ -57,6 +57,8 @@ SEMI_SUPERVISED = ["--conditional", "semi-supervised", "--labels", "1000", "--da
 def test_semi_supervised_run_learns_to_classify_and_evaluates_with_the_label_summed_out(tmp_path, capsys):
     out = tmp_path / "m2"
     assert main(["train", *SEMI_SUPERVISED, "--epochs", "3", "--out", str(out)]) == 0
+    notices = [line for line in capsys.readouterr().err.splitlines() if line.startswith("compile auto:")]
+    assert notices == ["compile auto: the enum ELBO has no compiled version; training uncompiled"]  # shown once
     metrics = pd.read_csv(out / "metrics.csv")
     assert metrics[["train_elbo", "test_elbo", "test_accuracy"]].map(math.isfinite).all().all()
     chance, test_size = 0.1, 2000

@@ -59,6 +59,7 @@ def same_parameters(a: Path, b: Path) -> bool:
                                                  [*mb.parameters(), *gb.parameters()]))
 
 
+@pytest.mark.slow  # waits for a stalled subprocess to write five checkpoints (about 35 s)
 def test_a_second_writer_is_refused_and_a_killed_owners_lock_is_taken_over(uninterrupted, tmp_path) -> None:
     out = tmp_path / "run"
     owner = ppl_vae(*TRAIN, "--out", str(out), fault="stall:7")

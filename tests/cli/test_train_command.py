@@ -241,3 +241,16 @@ def test_label_conditioning_needs_labels(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "--conditional label needs a dataset with labels" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_the_librarys_notices_are_shown_once_each_on_the_current_stderr(capsys):
+    """INFO lines of the ``ppl_vae`` logger (the compiled step's promotion) reach stderr, which
+    logging's last-resort handler would drop; repeated calls add no second handler."""
+    import logging
+
+    from ppl_vae.cli.main import show_notices
+
+    show_notices()
+    show_notices()
+    logging.getLogger("ppl_vae").info("compile auto: promoted")
+    assert capsys.readouterr().err.splitlines() == ["compile auto: promoted"]
