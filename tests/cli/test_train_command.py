@@ -1,4 +1,5 @@
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from ppl_vae import load_pair
-from ppl_vae.cli.main import main
+from ppl_vae.cli.main import main, show_notices
 
 RUN_FILES = {"config.json", "metrics.csv", "loss_curve.png", "samples.png", "reconstructions.png", "checkpoint.pt",
              "checkpoints"}
@@ -246,10 +247,6 @@ def test_label_conditioning_needs_labels(tmp_path, capsys, monkeypatch):
 def test_the_librarys_notices_are_shown_once_each_on_the_current_stderr(capsys):
     """INFO lines of the ``ppl_vae`` logger (the compiled step's promotion) reach stderr, which
     logging's last-resort handler would drop; repeated calls add no second handler."""
-    import logging
-
-    from ppl_vae.cli.main import show_notices
-
     show_notices()
     show_notices()
     logging.getLogger("ppl_vae").info("compile auto: promoted")
