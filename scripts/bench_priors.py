@@ -57,10 +57,18 @@ ROWS = {
     # both depths on the IWAE bound with k = 5, as in Burda et al.'s IWAE rows
     "vae-standard-diag-iwae5": ({**ONE_LAYER, "prior": "standard"}, {"elbo": "iwae", "num_particles": 5}),
 }
-# each row's reference for the paired difference: the same guide with the standard prior, one layer
-BASELINES = {name: ("vae-standard-iaf" if name.endswith("-iaf") else "vae-standard-diag") for name in ROWS}
-BASELINES["hierarchical-standard-diag-warmup5"] = "vae-standard-diag-warmup5"
-BASELINES["hierarchical-standard-diag-iwae5"] = "vae-standard-diag-iwae5"
+
+
+def baseline(name: str) -> str:
+    """A row's reference for the paired difference: a two-layer row's one-layer twin (same
+    prior, guide and training), else the same guide with the standard prior, one layer."""
+    twin = name.replace("hierarchical-", "vae-", 1)
+    if twin != name and twin in ROWS:
+        return twin
+    return "vae-standard-iaf" if name.endswith("-iaf") else "vae-standard-diag"
+
+
+BASELINES = {name: baseline(name) for name in ROWS}
 
 
 def config_of(name: str) -> ModelConfig:
