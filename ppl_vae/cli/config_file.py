@@ -46,7 +46,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     **{name: ("model", name) for name in ("network", "hidden_dims", "activation", "z_dim", "likelihood", "guide",
                                           "model", "conditional", "learned_prior", "visible_quadrants",
                                           "quadrant_layout", "prior", "z_dims", "layer_widths", "layer_guides",
-                                          "aux_loss_multiplier")},
+                                          "labelled_every", "aux_loss_multiplier")},
     "labels": ("model", "num_labels"),
     "num_flows": (GUIDE_OPTIONS, "num_flows"), "flow_hidden_dims": (GUIDE_OPTIONS, "hidden_dims"),
     "context_dim": (GUIDE_OPTIONS, "context_dim"), "stable": (GUIDE_OPTIONS, "stable"),

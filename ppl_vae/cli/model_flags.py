@@ -58,6 +58,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                                   "digit) or visible (generation net also sees x_visible)")
     conditional.add_argument("--labels", type=int,
                              help="semi-supervised: labelled training images, balanced over the classes (default 3000)")
+    conditional.add_argument("--labelled-every", type=int, metavar="K",
+                             help="semi-supervised: one training batch in K is labelled, cycling through the "
+                             "labelled images (default 0: each labelled image once per epoch, as in Pyro's example)")
     conditional.add_argument("--aux-loss-multiplier", type=float,
                              help="semi-supervised: weight of log q(y|x) on labelled batches "
                              f"(default {M.aux_loss_multiplier:g})")

@@ -100,7 +100,7 @@ def labelled_data(data: Dataset, config: ModelConfig, seed: int) -> Dataset:
     images only, drawn with the run's seed, for a model that asks for a labelled subset."""
     if not MODELS[config.model].labelled_subset:
         return data
-    return semi_supervised(data, config.num_labels, seed)
+    return semi_supervised(data, config.num_labels, seed, config.labelled_every)
 
 
 def load_run(run_dir: Path, device: torch.device, data_dir: str | None = None) -> tuple[nn.Module, nn.Module, Dataset]:

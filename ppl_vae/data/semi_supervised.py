@@ -3,8 +3,12 @@
 Kingma et al. (2014, arXiv:1406.5298) train on N labelled images and treat the rest of
 the training split as unlabelled. :func:`semi_supervised` draws the N labelled images with
 a seed, balanced over the classes. Training batches are either all labelled or all
-unlabelled (labels None), interleaved evenly through each epoch as in Pyro's
-``examples/vae/ss_vae_M2.py``: every image, labelled or not, is visited once per epoch.
+unlabelled (labels None), interleaved evenly through each epoch. By default every image,
+labelled or not, is visited once per epoch, as in Pyro's ``examples/vae/ss_vae_M2.py``;
+with 100 labels and batches of 200 that is one labelled step in 251. ``labelled_every=k``
+instead makes every k-th step a labelled one, cycling through the labelled images
+(reshuffled on each pass), as Kingma et al.'s own code feeds labelled data to every
+update; an epoch is still one pass over the unlabelled images.
 The labels of the other splits are hidden from the model (``split`` gives None), so the
 ELBO and log p(x) of the test and validation splits sum the label out; the true labels
 stay in ``test_labels`` and ``valid_labels`` for the classifier's accuracy.
@@ -24,9 +28,20 @@ class SemiSupervisedDataset(Dataset):
     """A :class:`~ppl_vae.data.datasets.Dataset` whose training labels are known on ``labelled`` only.
 
     :param labelled: the indices of the labelled training images.
+    :param labelled_every: 0: each labelled image once per epoch; k >= 2: every k
+        consecutive training batches hold a labelled one, the labelled images cycled as often
+        as that takes.
     """
 
     labelled: torch.Tensor | None = None
+    labelled_every: int = 0
+
+    def labelled_batches(self, batch_size: int) -> int:
+        """How many labelled batches an epoch holds."""
+        once = math.ceil(len(self.labelled) / batch_size)
+        if not self.labelled_every:
+            return once
+        return max(once, math.ceil(math.ceil(len(self.unlabelled) / batch_size) / (self.labelled_every - 1)))
 
     @property
     def unlabelled(self) -> torch.Tensor:
@@ -42,7 +57,7 @@ class SemiSupervisedDataset(Dataset):
     def num_batches(self, split: str, batch_size: int) -> int:
         if split != "train":
             return super().num_batches(split, batch_size)
-        return math.ceil(len(self.labelled) / batch_size) + math.ceil(len(self.unlabelled) / batch_size)
+        return self.labelled_batches(batch_size) + math.ceil(len(self.unlabelled) / batch_size)
 
     def batches(self, split: str, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
                 labels: bool = False, start: int = 0) -> Iterator:
@@ -51,8 +66,11 @@ class SemiSupervisedDataset(Dataset):
         if split != "train":
             yield from super().batches(split, batch_size, shuffle, generator, labels, start)
             return
-        labelled = [self.labelled[i.to(self.labelled.device)] for i in
-                    batch_indices(len(self.labelled), batch_size, shuffle, generator)]
+        wanted, labelled = self.labelled_batches(batch_size), []
+        while len(labelled) < wanted:  # whole passes over the labelled images, each in a new order
+            labelled += [self.labelled[i.to(self.labelled.device)] for i in
+                         batch_indices(len(self.labelled), batch_size, shuffle, generator)]
+        labelled = labelled[:wanted]
         unlabelled_index = self.unlabelled
         unlabelled = [unlabelled_index[i.to(unlabelled_index.device)] for i in
                       batch_indices(len(unlabelled_index), batch_size, shuffle, generator)]
@@ -75,11 +93,13 @@ class SemiSupervisedDataset(Dataset):
         return self
 
 
-def semi_supervised(data: Dataset, num_labels: int, seed: int = 0) -> SemiSupervisedDataset:
+def semi_supervised(data: Dataset, num_labels: int, seed: int = 0, labelled_every: int = 0) -> SemiSupervisedDataset:
     """The dataset with the labels of ``num_labels`` training images kept, balanced over the classes.
 
     Each class gets ``num_labels // num_classes`` images, and the first ``num_labels %
     num_classes`` classes one more, drawn without replacement with ``seed``.
+    ``labelled_every`` is the :class:`SemiSupervisedDataset`'s, checked where the model's
+    config is built.
 
     :raises DataError: for a dataset without labels, or ``num_labels`` smaller than the number
         of classes or larger than the training split (or a class).
@@ -100,4 +120,4 @@ def semi_supervised(data: Dataset, num_labels: int, seed: int = 0) -> SemiSuperv
         chosen.append(members[torch.randperm(len(members), generator=generator)[:wanted]])
     labelled = torch.cat(chosen).sort().values
     values = {f.name: getattr(data, f.name) for f in fields(Dataset)}
-    return SemiSupervisedDataset(**values, labelled=labelled).to(data.train.device)
+    return SemiSupervisedDataset(**values, labelled=labelled, labelled_every=labelled_every).to(data.train.device)

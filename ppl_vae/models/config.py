@@ -104,6 +104,9 @@ class ModelConfig:
     :param layer_widths: the hierarchical model's deterministic widths below each stochastic layer.
     :param layer_guides: the hierarchical model's guide per layer (default: ``guide`` on each).
     :param num_labels: the semi-supervised model's labelled training images.
+    :param labelled_every: the semi-supervised model's rate of labelled batches: 0 visits
+        each labelled image once per epoch (Pyro's example); k >= 2 makes at least one
+        batch in k a labelled one, cycling through the labelled images.
     :param aux_loss_multiplier: the semi-supervised model's weight of the auxiliary
         classification term (Kingma et al.'s alpha; Pyro's example uses 46).
     :param conditional: another way to choose a conditional model (``"label"`` is
@@ -130,6 +133,7 @@ class ModelConfig:
     layer_widths: tuple[int, ...] = (100, 50)
     layer_guides: tuple[str, ...] = ()
     num_labels: int = 0
+    labelled_every: int = 0
     aux_loss_multiplier: float = 46.0
     conditional: InitVar[str | None] = None
 
@@ -157,6 +161,9 @@ class ModelConfig:
         require_count(self, "num_classes", minimum=0)
         require_count(self, "visible_quadrants", minimum=0)
         require_count(self, "num_labels", minimum=0)
+        require_count(self, "labelled_every", minimum=0)
+        require(self.labelled_every != 1, "labelled_every",
+                "must be 0 (each labelled image once per epoch) or at least 2 (one batch in k labelled), got 1")
         require(isinstance(self.aux_loss_multiplier, (int, float)) and not isinstance(self.aux_loss_multiplier, bool)
                 and math.isfinite(self.aux_loss_multiplier) and self.aux_loss_multiplier >= 0, "aux_loss_multiplier",
                 f"must be a number of at least 0, got {self.aux_loss_multiplier!r}")

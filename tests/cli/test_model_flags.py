@@ -77,8 +77,9 @@ def test_semi_supervised_run_learns_to_classify_and_evaluates_with_the_label_sum
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flags", [["--prior", "vamp", "--num-pseudo-inputs", "10", *SMALL], HIERARCHICAL,
-                                   [*SEMI_SUPERVISED[:-4], "--labels", "200", "--no-progress", "--quiet"]],
-                         ids=["vamp", "hierarchical", "semi-supervised"])
+                                   [*SEMI_SUPERVISED[:-4], "--labels", "200", "--no-progress", "--quiet"],
+                                   [*SEMI_SUPERVISED[:-4], "--labels", "20", "--labelled-every", "3", "--no-progress"]],
+                         ids=["vamp", "hierarchical", "semi-supervised", "semi-supervised-cycled"])
 def test_kill_and_resume_gives_the_uninterrupted_run(flags, tmp_path):
     train = ["train", *flags, "--epochs", "2", "--checkpoint-every-steps", "3"]
     ppl_vae(*train, "--out", str(tmp_path / "full"))
@@ -111,6 +112,9 @@ BAD_INPUTS = {
                         "--labels must be between the 10 classes and the 10000 training images of 'mnist-sample'"),
     "too-few-labels": (["--conditional", "semi-supervised", "--labels", "5"], "--labels must be between the 10 classes"),
     "labels-without-model": (["--labels", "100"], "--labels needs --conditional semi-supervised"),
+    "labelled-every-one": (["--conditional", "semi-supervised", "--labelled-every", "1"],
+                           "--labelled-every must be 0 (each labelled image once per epoch) or at least 2"),
+    "labelled-every-without-model": (["--labelled-every", "4"], "--labelled-every needs --conditional semi-supervised"),
     "semi-supervised-trace": (["--conditional", "semi-supervised", "--elbo", "trace"],
                               "--elbo trace does not fit --model semi-supervised; choose from enum"),
     "semi-supervised-jit": (["--conditional", "semi-supervised", "--jit"],

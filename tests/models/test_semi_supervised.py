@@ -15,6 +15,7 @@ from ppl_vae.infer.agreement import elbo_agreement
 from ppl_vae.infer.importance import estimate_log_likelihood
 from ppl_vae.infer.noise import ReparameterizedNoise
 from ppl_vae.models.conditional import one_hot
+from ppl_vae.models.config import ConfigError
 from ppl_vae.nn.registration import registration_skipped
 
 SMALL = {"model": "semi-supervised", "num_classes": 4, "z_dim": 3, "hidden_dims": (16,), "activation": "softplus",
@@ -103,6 +104,28 @@ def test_labels_are_balanced_seeded_and_hidden_outside_training():
     labelled = [labels for _, labels in batches if labels is not None]
     assert len(labelled) == 3 and sum(len(b) for b in labelled) == 10
     assert sum(len(x) for x, _ in batches) == 90  # every image once an epoch
+
+
+def test_labelled_every_cycles_the_labelled_images_at_its_rate():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (90,), generator=generator)
+    images = torch.arange(90.0).view(90, 1, 1, 1).expand(90, 1, 2, 2).clone()  # each image names its index
+    base = Dataset("toy", images, torch.rand(20, 1, 2, 2), labels, torch.zeros(20, dtype=torch.long), num_classes=3)
+    cycled = semi_supervised(base, 6, 0, labelled_every=3)  # 84 unlabelled images: 21 batches of 4
+    batches = list(cycled.batches("train", 4, shuffle=True, generator=generator, labels=True))
+    kinds = [y is not None for _, y in batches]
+    assert len(batches) == cycled.num_batches("train", 4) == 21 + 11  # ceil(21 / (3 - 1)) labelled batches
+    assert all(any(kinds[i:i + 3]) for i in range(len(kinds) - 2))  # every 3 consecutive batches hold one
+    unlabelled = torch.cat([x[:, 0, 0, 0] for x, y in batches if y is None]).long()
+    assert sorted(unlabelled.tolist()) == cycled.unlabelled.tolist()  # each unlabelled image once an epoch
+    seen = torch.cat([x[:, 0, 0, 0] for x, y in batches if y is not None]).long()
+    assert torch.equal(seen[:18].bincount(minlength=90)[cycled.labelled], torch.full((6,), 3))  # whole passes
+    assert set(seen.tolist()) == set(cycled.labelled.tolist())
+    for x, y in batches:
+        if y is not None:
+            assert torch.equal(y, labels[x[:, 0, 0, 0].long()])  # the labels travel with their images
+    with pytest.raises(ConfigError, match="labelled_every"):
+        ModelConfig(**SMALL, labelled_every=1)
 
 
 def test_accuracy_is_measured_on_the_test_split_only():
