@@ -15,12 +15,13 @@ interleaved round by round, it times:
 - ``ppl_vae-inductor``: that graph compiled by inductor (``--compile inductor``);
 - ``ppl_vae-auto``: the step that ``ppl-vae train`` and ``fit`` take with no flags
   (:func:`ppl_vae.infer.auto_compile.make_svi_step` with ``TrainConfig``'s default ``compile``),
-  timed in its steady state: warmed up past ``promote_after`` steps, after which its batch
-  shape runs inductor's graph;
+  past ``promote_after`` steps its batch shape runs inductor's graph;
 - ``ppl_vae-cuda-graph`` (CUDA only): the fx step, which on CUDA replays a captured CUDA graph;
 - ``pyro-svi``: the same pair under plain ``pyro.infer.SVI`` with ``pyro.optim.Adam``.
 
-Each round runs ``--steps`` steps per method, in turn; the median images/s over ``--rounds``
+Every method first trains ``--warmup-steps`` steps (by default auto's ``promote_after`` and 11
+more), so that all are timed at the same point of training and auto in its steady state. Each
+round then runs ``--steps`` steps per method, in turn; the median images/s over ``--rounds``
 rounds is reported, with ``ratio_to_plain`` (to the eager plain loop) and
 ``ratio_to_best_plain`` (the median over rounds of the ratio to the faster plain loop of the
 same round). ``default`` marks the row of the path taken with no flags; ``compile_s`` is the
@@ -29,7 +30,10 @@ graphs) for its compiled rows, else the first step's time less a step's.
 Writes ``results/bench_train.csv`` and ``results/bench_train.md``.
 The process keeps freed memory for reuse (``--allocator retain``, what the ``ppl-vae``
 command does, :mod:`ppl_vae.training.memory`), so that all methods run without glibc's page
-faults; ``--allocator default`` measures under glibc's defaults.
+faults; ``--allocator default`` measures under glibc's defaults. It also flushes float
+subnormals to zero for every method (``--subnormals flush``, what the command does,
+:mod:`ppl_vae.training.subnormals`: Adam's moments pass through that range as training goes
+on); ``--subnormals keep`` measures without.
 
 Usage::
 
@@ -50,10 +54,11 @@ from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 
 from ppl_vae import ModelConfig, SVIStep, TrainConfig, build_pair, load_dataset, make_elbo
-from ppl_vae.infer.auto_compile import make_svi_step
+from ppl_vae.infer.auto_compile import CheckedCompiledStep, make_svi_step
 from ppl_vae.infer.svi_step import make_adam
 from ppl_vae.training.device import resolve_device
 from ppl_vae.training.memory import ALLOCATORS, choose_allocator
+from ppl_vae.training.subnormals import SUBNORMAL_MODES, choose_subnormals
 
 
 class PlainVAE(nn.Module):
@@ -143,7 +148,13 @@ def main() -> None:
     parser.add_argument("--allocator", choices=ALLOCATORS, default="retain",
                         help="retain: keep freed memory, as the ppl-vae command does (ppl_vae.training.memory); "
                              "default: glibc's defaults")
+    parser.add_argument("--subnormals", choices=SUBNORMAL_MODES, default="flush",
+                        help="flush: float subnormals read and written as 0 in every method, as the ppl-vae command "
+                             "does (ppl_vae.training.subnormals); keep: the CPU's default")
+    parser.add_argument("--warmup-steps", type=int, default=CheckedCompiledStep.promote_after + 11,
+                        help="steps every method trains before it is timed (default: auto's promote_after + 11)")
     args = parser.parse_args()
+    subnormals = choose_subnormals(args.subnormals)  # first: the worker threads take the mode when created
     allocator = choose_allocator(args.allocator)
     device = resolve_device(args.device)
     data = load_dataset("binarized-mnist", args.data_dir, device)
@@ -157,13 +168,11 @@ def main() -> None:
             runners[name] = make(device)
             first = time_steps(runners[name], batches[:1], device)
             compile_s[name] = max(first - time_steps(runners[name], batches[1:11], device) / 10, 0.0)
-            steps, promote_after = 11, getattr(runners[name], "promote_after", None)
-            if promote_after is not None:  # auto: the steady state, after its hot shape went to inductor
-                while steps <= promote_after:
-                    chunk = batches[: promote_after + 1 - steps]
-                    time_steps(runners[name], chunk, device)
-                    steps += len(chunk)
-                time_steps(runners[name], batches[:10], device)
+            steps = 11
+            while steps < args.warmup_steps:  # every method to the same point of training
+                chunk = batches[: args.warmup_steps - steps]
+                time_steps(runners[name], chunk, device)
+                steps += len(chunk)
             if hasattr(getattr(runners[name], "elbo", None), "compile_seconds"):  # the library's own record
                 compile_s[name] = sum(runners[name].elbo.compile_seconds)
         rates = {name: [] for name in runners}
@@ -175,7 +184,7 @@ def main() -> None:
         best_plain = [max(values) for values in zip(*(rates[name] for name in PLAIN))]
         for name, values in rates.items():
             rows.append({
-                "device": str(device), "allocator": allocator,
+                "device": str(device), "allocator": allocator, "subnormals": subnormals,
                 "batch_size": batch_size, "method": name, "default": name == DEFAULT,
                 "images_per_s": round(statistics.median(values)),
                 "ratio_to_plain": round(statistics.median(values) / reference, 3),
@@ -194,12 +203,13 @@ def main() -> None:
         f.write(f"# Training throughput ({device}; {machine})\n\n")
         f.write("`python scripts/bench_train.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
                 [("device", args.device), ("steps", args.steps), ("rounds", args.rounds),
-                 ("allocator", args.allocator)]) + "`\n\n")
+                 ("allocator", args.allocator), ("subnormals", args.subnormals),
+                 ("warmup-steps", args.warmup_steps)]) + "`\n\n")
         f.write(table.to_markdown(index=False) + "\n")
         f.write("\nratio_to_best_plain: the median over rounds of the ratio to the faster plain loop of the same "
-                "round. ppl_vae-auto (default) is timed in its steady state, warmed up past its promote_after "
-                "steps (its batch shape then runs inductor's graph); compile_s: CompiledELBO.compile_seconds, "
-                "summed, for the library's compiled rows.\n")
+                f"round. Every method is timed after {args.warmup_steps} training steps; ppl_vae-auto (default) "
+                "is then in its steady state (past its promote_after steps its batch shape runs inductor's graph); "
+                "compile_s: CompiledELBO.compile_seconds, summed, for the library's compiled rows.\n")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@
   and appends the result to ``check.csv`` / ``check.md``.
 
 Every user error is one line on stderr and exit code 2. The command keeps freed memory
-in the process for reuse (:func:`ppl_vae.training.memory.retain_freed_memory`).
+in the process for reuse (:func:`ppl_vae.training.memory.retain_freed_memory`) and flushes
+float subnormals to zero (:func:`ppl_vae.training.subnormals.flush_subnormals`).
 """
 
 import argparse
@@ -30,6 +31,7 @@ from ppl_vae.infer.svi_step import NonFiniteLossError
 from ppl_vae.training.checkpoints import CheckpointError
 from ppl_vae.training.distributed import DistributedError
 from ppl_vae.training.memory import retain_freed_memory
+from ppl_vae.training.subnormals import flush_subnormals
 from ppl_vae.training.tensorboard import TensorBoardMissing
 
 
@@ -70,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("once", message="Encountered (NaN|Inf)")  # Pyro's per-step warnings, shown once
     show_notices()
     retain_freed_memory()  # no page faults from re-allocating large tensors (ppl_vae.training.memory)
+    flush_subnormals()  # before any parallel work, so that every worker thread flushes (ppl_vae.training.subnormals)
     try:
         if getattr(args, "config", None) is not None:  # the file's settings become defaults; flags override them
             parser.train_parser.set_defaults(**read_config_file(args.config))
