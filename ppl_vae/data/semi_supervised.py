@@ -36,12 +36,16 @@ class SemiSupervisedDataset(Dataset):
     labelled: torch.Tensor | None = None
     labelled_every: int = 0
 
+    def unlabelled_batches(self, batch_size: int) -> int:
+        """How many unlabelled batches an epoch holds."""
+        return math.ceil((len(self.train) - len(self.labelled)) / batch_size)
+
     def labelled_batches(self, batch_size: int) -> int:
         """How many labelled batches an epoch holds."""
         once = math.ceil(len(self.labelled) / batch_size)
         if not self.labelled_every:
             return once
-        return max(once, math.ceil(math.ceil(len(self.unlabelled) / batch_size) / (self.labelled_every - 1)))
+        return max(once, math.ceil(self.unlabelled_batches(batch_size) / (self.labelled_every - 1)))
 
     @property
     def unlabelled(self) -> torch.Tensor:
@@ -57,7 +61,7 @@ class SemiSupervisedDataset(Dataset):
     def num_batches(self, split: str, batch_size: int) -> int:
         if split != "train":
             return super().num_batches(split, batch_size)
-        return self.labelled_batches(batch_size) + math.ceil(len(self.unlabelled) / batch_size)
+        return self.labelled_batches(batch_size) + self.unlabelled_batches(batch_size)
 
     def batches(self, split: str, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
                 labels: bool = False, start: int = 0) -> Iterator:

@@ -105,8 +105,8 @@ class ModelConfig:
     :param layer_guides: the hierarchical model's guide per layer (default: ``guide`` on each).
     :param num_labels: the semi-supervised model's labelled training images.
     :param labelled_every: the semi-supervised model's rate of labelled batches: 0 visits
-        each labelled image once per epoch (Pyro's example); k >= 2 makes at least one
-        batch in k a labelled one, cycling through the labelled images.
+        each labelled image once per epoch (Pyro's example); k >= 2 makes every k
+        consecutive training batches hold a labelled one, cycling through the labelled images.
     :param aux_loss_multiplier: the semi-supervised model's weight of the auxiliary
         classification term (Kingma et al.'s alpha; Pyro's example uses 46).
     :param conditional: another way to choose a conditional model (``"label"`` is
