@@ -93,9 +93,9 @@ class CheckedCompiledStep(SVIStep):
         self.elbo = self.uncompiled
         notice_uncompiled(reason)
 
-    def _loss_and_gradient(self, *args):
+    def _loss_gradient_and_flag(self, *args):
         if not isinstance(self.elbo, CompiledELBO):
-            return super()._loss_and_gradient(*args)
+            return super()._loss_gradient_and_flag(*args)
         model, guide, weighted = self._weighted(*args)
         key = self.elbo.graph_key(model, guide, *weighted)
         shape = repr(key[2:])
@@ -104,21 +104,21 @@ class CheckedCompiledStep(SVIStep):
                 and self.shape_steps[shape] > self.promote_after):
             self._promote(model, guide, weighted, key, shape)
         if key in self.checked:
-            return super()._loss_and_gradient(*args)
+            return super()._loss_gradient_and_flag(*args)
         recorded = self.elbo.is_recorded(model, guide, *weighted)
         if not recorded and self.elbo.num_graphs >= self.max_graphs:
             self.fall_back(f"the argument shapes keep changing ({self.elbo.num_graphs} recorded)")
-            return super()._loss_and_gradient(*args)
+            return super()._loss_gradient_and_flag(*args)
         try:
             with torch.random.fork_rng(devices=cuda_devices(args)):  # the reference below sees the same draws
-                loss, gradients = super()._loss_and_gradient(*args)
+                loss, gradients, flag = super()._loss_gradient_and_flag(*args)
         except DataDependentStructureError as error:
             self.fall_back(f"the model cannot be recorded: {error}")
-            return super()._loss_and_gradient(*args)
+            return super()._loss_gradient_and_flag(*args)
         reference, reference_gradients = self._uncompiled_loss_and_gradient(model, guide, weighted,
                                                                             [p for p, _ in gradients])
         if not torch.isfinite(reference.detach()).all():  # nothing to judge the graph by: check the next step
-            return reference, None  # the step's NaN policy sees the uncompiled loss
+            return reference, None, None  # the step's NaN policy sees the uncompiled loss
         try:
             check_agreement(loss, gradients, reference, reference_gradients, self.rtol)
         except CompiledStepMismatch as error:
@@ -128,10 +128,10 @@ class CheckedCompiledStep(SVIStep):
                 logger.warning("compile auto: inductor's graph for %s: %s; staying on fx", _shapes(key), error)
             else:
                 self.fall_back(str(error))
-            return reference, None
+            return reference, None, None
         self._fx_graphs.pop(key, None)
         self.checked.add(key)
-        return loss, gradients
+        return loss, gradients, flag
 
     def _promote(self, model, guide, args: tuple, key: tuple, shape: str) -> None:
         """Compile this shape's graph with inductor; the next check judges it."""

@@ -61,6 +61,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
+from ppl_vae.infer.finiteness import recorded_step_flag, step_flag
 from ppl_vae.infer.graph_backends import BACKENDS, replay_function
 from ppl_vae.infer.graph_passes import remove_redundant_operations
 from ppl_vae.infer.iwae import IWAE_ELBO
@@ -110,7 +111,26 @@ class CompiledELBO:
             the parameters unconstrained, as Pyro's param store holds them (the gradient is
             None for a parameter the loss does not depend on).
         """
-        names, used, replay = self._compiled(model, guide, args, kwargs)
+        loss, gradients, _ = self._replay(model, guide, args, kwargs)
+        return loss, gradients
+
+    def checked_loss_and_gradient(self, model, guide, *args,
+                                  **kwargs) -> tuple[torch.Tensor, list[tuple], torch.Tensor]:
+        """:meth:`loss_and_gradient` and whether they are finite, for the step's NaN policy.
+
+        :returns: the loss, the ``(parameter, gradient)`` list, and a 0-dim float32 tensor: 1
+            if the loss or a gradient is not finite, else 0
+            (:mod:`~ppl_vae.infer.finiteness`). Inductor's graph computes it with the
+            gradients, in its fused kernels; for the fx graph it is computed after the replay.
+        """
+        loss, gradients, flag = self._replay(model, guide, args, kwargs)
+        if flag is None:
+            flag = step_flag(loss, [grad for _, grad in gradients if grad is not None])
+        return loss, gradients, flag
+
+    def _replay(self, model, guide, args: tuple, kwargs: dict) -> tuple[torch.Tensor, list[tuple], torch.Tensor | None]:
+        """The loss, the gradients and the non-finite flag if the graph computes it (else None)."""
+        names, used, replay, checked = self._compiled(model, guide, args, kwargs)
         if am_i_wrapped():  # e.g. inside pyro.infer.SVI's parameter capture, which must see the reads
             params = [pyro.param(name).unconstrained() for name in names]
         else:
@@ -118,8 +138,9 @@ class CompiledELBO:
             params = [store[name] for name in names]
         with torch.no_grad():
             loss, *grads = replay(*params, *tree_leaves(args))
+        flag = grads.pop(0) if checked else None
         grads = iter(grads)
-        return loss, [(param, next(grads) if is_used else None) for param, is_used in zip(params, used)]
+        return loss, [(param, next(grads) if is_used else None) for param, is_used in zip(params, used)], flag
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
         """For ``pyro.infer.SVI``: the loss, with its gradient added to the parameters' ``.grad``."""
@@ -139,7 +160,7 @@ class CompiledELBO:
             raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         self._record(model, guide, args, kwargs, backend)
 
-    def _compiled(self, model, guide, args: tuple, kwargs: dict) -> tuple[list[str], list[bool], Callable]:
+    def _compiled(self, model, guide, args: tuple, kwargs: dict) -> tuple[list[str], list[bool], Callable, bool]:
         """The graph for this model, guide and argument signature, recorded on first use.
 
         Graphs are keyed by weak references to the model and guide (not by ``id``, which a
@@ -179,17 +200,25 @@ class CompiledELBO:
         for key in [key for key in graphs if dead in key[:2]]:
             del graphs[key]
 
-    def _compile(self, model, guide, args: tuple, kwargs: dict, backend: str) -> tuple[list[str], list[bool], Callable]:
+    def _compile(self, model, guide, args: tuple, kwargs: dict,
+                 backend: str) -> tuple[list[str], list[bool], Callable, bool]:
         """Record the loss and gradient: the parameters' names, whether the loss depends on
-        each, and a function of the parameters and the arguments' tensors that returns the
-        loss and the gradients of the used parameters, compiled on ``backend``."""
-        used = []
+        each, a function of the parameters and the arguments' tensors that returns the loss,
+        the non-finite flag if the graph computes it, and the gradients of the used
+        parameters, compiled on ``backend``; and whether the graph computes the flag.
+
+        Inductor's graph computes it (:func:`~ppl_vae.infer.finiteness.recorded_step_flag`,
+        fused into the kernels that produce the gradients). The fx graph leaves it to one
+        eager pass after the replay, cheaper than its operations one by one in Python.
+        """
+        used, checked = [], backend == "inductor"
 
         def loss_and_gradient(params: list[torch.Tensor], args: tuple):
             loss, surrogate_loss = self._loss_and_surrogate_loss(model, guide, args, kwargs)
             grads = torch.autograd.grad(surrogate_loss, params, allow_unused=True)
             used.extend(g is not None for g in grads)
-            return loss.detach(), [g for g in grads if g is not None]
+            loss, grads = loss.detach(), [g for g in grads if g is not None]
+            return (loss, recorded_step_flag(loss, grads), grads) if checked else (loss, grads)
 
         # compiling runs the model and guide twice, on a fork of torch's RNG, so that the
         # compiled loss sees the draws the uncompiled one would have seen
@@ -204,7 +233,7 @@ class CompiledELBO:
                 graph = remove_redundant_operations(graph)
                 replay = replay_function(graph, [p.detach() for p in params], tree_leaves(args),
                                          backend, self.cuda_graphs)
-        return names, used, replay
+        return names, used, replay, checked
 
     def _loss_and_surrogate_loss(self, model, guide, args: tuple, kwargs: dict):
         """``Trace_ELBO.differentiable_loss`` without its conversion of the loss to a number."""

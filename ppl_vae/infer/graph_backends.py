@@ -7,7 +7,9 @@ per argument shapes; :func:`replay_function` turns it into the function that eac
   one operator call per node, no compilation beyond ``exec``;
 - ``"inductor"``: the graph compiled by torch's inductor (``torch._inductor.compile_fx``), which
   fuses elementwise chains into C++ (CPU) or Triton (CUDA) kernels. Compilation takes seconds
-  per argument shapes, cached on disk across processes.
+  per argument shapes, cached on disk across processes. On the CPU, each ``addmm`` is split
+  into a matrix product and an addition (:class:`SplitAddmm`), which inductor fuses into the
+  kernel that reads the product next.
 
 Random draws stay torch's own: inductor runs with ``fallback_random``, so its random
 operators are ATen's, drawn from torch's generator in the eager order. Compiled and
@@ -22,6 +24,7 @@ import logging
 from typing import Callable, Sequence
 
 import torch
+from torch._inductor.custom_graph_pass import CustomGraphPass
 from torch.fx import GraphModule
 from torch.utils._pytree import tree_leaves
 
@@ -57,17 +60,51 @@ def replay_function(graph: GraphModule, parameters: Sequence[torch.Tensor], argu
 
 
 def inductor_function(graph: GraphModule, example_inputs: list) -> Callable:
-    """The graph compiled by inductor, with torch's random operators (``fallback_random``)."""
+    """The graph compiled by inductor, with torch's random operators (``fallback_random``), and
+    on the CPU with its ``addmm`` split (:class:`SplitAddmm`)."""
     from torch._inductor import config
     from torch._inductor.compile_fx import compile_fx
 
-    with config.patch(fallback_random=True):
+    on_cpu = all(t.device.type == "cpu" for t in example_inputs if torch.is_tensor(t))
+    passes = {"post_grad_custom_post_pass": SplitAddmm()} if on_cpu else {}
+    with config.patch(fallback_random=True, **passes):
         compiled = compile_fx(graph, example_inputs)
 
     def replay(*inputs):
         return tree_leaves(compiled(*inputs))
 
     return replay
+
+
+class SplitAddmm(CustomGraphPass):
+    """An inductor pass: ``addmm(input, a, b)`` becomes ``mm(a, b) + input``.
+
+    On the CPU, ATen's ``addmm`` first copies its input (a layer's bias, broadcast) into the
+    result and then accumulates the product into it; inductor keeps ``addmm`` whole there
+    (it splits it on GPUs only) and even merges ``mm(a, b) + c`` into one. Split, the product is
+    written once and the addition fuses into the kernel that reads it next (the activation,
+    or the backward pass's elementwise chain), which saves a pass over every layer's output.
+    The sum is rounded once more differently than ``addmm``'s, within inductor's rounding.
+    Runs after inductor's own post-grad passes (``post_grad_custom_post_pass``).
+    """
+
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        aten = torch.ops.aten
+        for node in list(graph.nodes):
+            if node.target is not aten.addmm.default or any(node.kwargs.get(k, 1) != 1 for k in ("alpha", "beta")):
+                continue
+            bias, a, b = node.args
+            with graph.inserting_before(node):
+                product = graph.call_function(aten.mm.default, (a, b))
+                total = graph.call_function(aten.add.Tensor, (product, bias))
+            if "val" in node.meta:  # inductor's lowering reads it: the same shape, dtype and layout
+                product.meta["val"] = total.meta["val"] = node.meta["val"]
+            node.replace_all_uses_with(total)
+            graph.erase_node(node)
+
+    def uuid(self) -> str:
+        """The pass's key in inductor's cache (a change of the pass must change it)."""
+        return "ppl_vae.SplitAddmm.1"
 
 
 def cuda_graphed(function: Callable, parameters: Sequence[torch.Tensor], arguments: Sequence) -> Callable:

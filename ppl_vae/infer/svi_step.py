@@ -10,7 +10,7 @@ optimizer per parameter, and the networks' ``pyro.module`` registration is skipp
 the hot loop (see :mod:`ppl_vae.nn.registration`), since the optimizer holds the
 parameters itself. Pyro's and torch's argument validation runs on the first step, which
 catches shape and support errors, and is switched off after it; the loss and the
-gradients are still checked for NaN at every step (:func:`non_finite_flag`), on the device:
+gradients are still checked for NaN at every step (:mod:`ppl_vae.infer.finiteness`), on the device:
 :meth:`SVIStep.take` returns the loss and that flag as a tensor, and a non-finite step is
 skipped by fused Adam itself (``found_inf``), so the step need not wait for the device; the
 trainer reads several steps back at once (:mod:`ppl_vae.training.nan_policy`). The ELBO
@@ -33,6 +33,7 @@ from torch import nn
 from torch.optim.adam import adam as functional_adam
 
 from ppl_vae.infer.compiled import CompiledELBO, is_jit
+from ppl_vae.infer.finiteness import step_flag
 from ppl_vae.infer.latent_scale import LatentScaleMessenger
 from ppl_vae.nn.registration import registration_skipped
 
@@ -189,13 +190,15 @@ class SVIStep:
             self._scale_value = self.kl.scale
         return tensor
 
-    def _loss_and_gradient(self, *args) -> tuple[torch.Tensor, list[tuple] | None]:
-        """The loss, and for a compiled ELBO its recorded gradient (else None: autograd's job)."""
+    def _loss_gradient_and_flag(self, *args) -> tuple[torch.Tensor, list[tuple] | None, torch.Tensor | None]:
+        """The loss; for a compiled ELBO its recorded gradient and non-finite flag
+        (:meth:`~ppl_vae.infer.compiled.CompiledELBO.checked_loss_and_gradient`), else None and
+        None: autograd's job, and the step's."""
         if not isinstance(self.elbo, CompiledELBO):
-            return self.loss(*args), None
+            return self.loss(*args), None, None
         model, guide, args = self._weighted(*args)
         with self._param_store():
-            return self.elbo.loss_and_gradient(model, guide, *args)
+            return self.elbo.checked_loss_and_gradient(model, guide, *args)
 
     def __call__(self, *args) -> float:
         """Take one step. :returns: the loss before the step (sum over the batch; over the
@@ -217,7 +220,7 @@ class SVIStep:
             finite, in which case the parameters and Adam's state were left as they were, else 0.
         """
         with pyro.validation_enabled(is_validation_enabled() and not self.validated):
-            loss, gradients = self._loss_and_gradient(*args)
+            loss, gradients, flag = self._loss_gradient_and_flag(*args)
         self.validated = True
         if self.optimizer is None:
             self.optimizer = self._make_optimizer(*args)
@@ -244,7 +247,8 @@ class SVIStep:
             total = loss.detach().reshape(1).to(grads[0].dtype)
             self.distributed.all_reduce_sum_([*grads, total])
         total = total.reshape(())
-        flag = torch.maximum(non_finite_flag(grads).to(total.device), (~torch.isfinite(total)).float())
+        if flag is None:
+            flag = step_flag(total, grads)
         result = torch.stack([total.double(), flag.double()])
         if is_fused(self.optimizer):
             adam_step(self.optimizer, found_inf=flag)  # skipped on the device where flag is 1
@@ -259,20 +263,3 @@ def _latent_scaled(fn: Callable) -> Callable:
         with LatentScaleMessenger(scale):
             return fn(*args)
     return latent_scaled
-
-
-@torch.no_grad()
-def non_finite_flag(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """A 0-dim tensor on the tensors' device: 1 if an element of ``tensors`` is not finite, else 0
-    (no transfer to the host). One fused pass, the check of torch's ``GradScaler``
-    (``_amp_foreach_non_finite_check_and_unscale_`` with a unit scale); where torch lacks it,
-    the norms of the tensors."""
-    if not tensors:
-        return torch.zeros(())
-    found = torch.zeros((), device=tensors[0].device)
-    try:
-        torch._amp_foreach_non_finite_check_and_unscale_(tensors, found, torch.ones_like(found))
-    except (AttributeError, NotImplementedError, RuntimeError):
-        found = (~torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all()).float()
-    return found
-

@@ -13,7 +13,6 @@ from ppl_vae.infer.compiled import (
     CompiledTraceMeanField_ELBO,
     is_jit,
 )
-from ppl_vae.infer.svi_step import non_finite_flag
 from ppl_vae.models.base import model_arguments
 from ppl_vae.training.distributed import Distributed
 
@@ -165,15 +164,6 @@ def test_make_elbo_jit_gives_the_compiled_estimators():
     assert is_jit(pyro.infer.JitTrace_ELBO())
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
-def test_non_finite_flag_finds_one_bad_element(value):
-    tensors = [torch.randn(400, 784), torch.randn(20)]
-    assert non_finite_flag(tensors).item() == 0
-    tensors[1][7] = value
-    assert non_finite_flag(tensors).item() == 1
-    assert torch.isfinite(tensors[0]).all()  # the check leaves finite values as they were
-
-
 @pytest.mark.parametrize("flags, mode", [([], "auto"), (["--jit"], "fx"), (["--no-jit"], "off"),
                                          (["--compile", "fx"], "fx")], ids=["default", "jit", "no-jit", "fx"])
 def test_cli_compile_flags_train_the_same_run(tmp_path, flags, mode):
@@ -276,3 +266,18 @@ def test_compiling_validates_the_data_like_the_uncompiled_step():
     with pytest.raises(ValueError, match="support"):
         step(x * 0.5)  # not binary
     step(x)  # binary data compiles and steps
+
+
+@pytest.mark.parametrize("compile", ["fx", "inductor"])
+def test_checked_loss_and_gradient_flags_a_non_finite_step(compile):
+    """Inductor's graph computes the flag with the gradients; the fx graph's is computed after it."""
+    model, guide = build_pair(ModelConfig(event_shape=(1, 28, 28), z_dim=4, hidden_dims=(16,)))
+    elbo = make_elbo("trace", compile=compile)
+    x = torch.bernoulli(torch.full((8, 1, 28, 28), 0.3))
+    loss, gradients, flag = elbo.checked_loss_and_gradient(model, guide, x)
+    assert (elbo._replay(model, guide, (x,), {})[2] is None) == (compile == "fx")
+    assert flag.item() == 0 and torch.isfinite(loss)
+    x[0, 0, 0, 0] = float("nan")
+    with pyro.validation_enabled(False):
+        loss, gradients, flag = elbo.checked_loss_and_gradient(model, guide, x)
+    assert flag.item() == 1 and not torch.isfinite(loss)

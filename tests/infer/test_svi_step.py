@@ -182,10 +182,10 @@ def optimizer_state(step: SVIStep) -> list[torch.Tensor]:
     return [t.clone() for p in params for t in (p.detach(), *step.optimizer.state.get(p, {}).values())]
 
 
-@pytest.mark.parametrize("compile", ["off", "fx"])
+@pytest.mark.parametrize("compile", ["off", "fx", "inductor"])
 def test_take_skips_a_non_finite_step_on_the_device(compile):
-    """A non-finite loss leaves every parameter and Adam's state bitwise as they were, the
-    first step (whose state torch creates) included."""
+    """A non-finite loss (for inductor, flagged in its graph) leaves every parameter and Adam's
+    state bitwise as they were, the first step (whose state torch creates) included."""
     from ppl_vae.infer.svi_step import is_fused
 
     model, guide = build_pair(ModelConfig(event_shape=(1, 28, 28), z_dim=4, hidden_dims=(16,)))
