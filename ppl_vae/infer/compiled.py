@@ -24,7 +24,7 @@ On CUDA both replay through a CUDA graph where capture succeeds.
 Recording refuses a model whose structure depends on tensor values: a Python ``if`` or
 ``int()`` on a tensor computed from the arguments or parameters would fix one branch in the
 graph for good, so reading a tensor's value while recording raises
-:class:`DataDependentStructureError`.
+:class:`~ppl_vae.infer.recording_guards.DataDependentStructureError`.
 
 This plays the part of Pyro's ``JitTrace_ELBO`` (which records the loss alone with the
 deprecated ``torch.jit.trace`` and differentiates it with TorchScript's autodiff), with the
@@ -45,30 +45,25 @@ Example::
 import inspect
 import time
 import weakref
-from contextlib import contextmanager
-from typing import Callable, Iterator
-from unittest import mock
+from typing import Callable
 
 import pyro
-import pyro.infer.trace_elbo
-import pyro.infer.trace_mean_field_elbo
 import pyro.poutine as poutine
 import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.runtime import am_i_wrapped
 from pyro.util import warn_if_nan
 from torch.fx.experimental.proxy_tensor import make_fx
-from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 from ppl_vae.infer.finiteness import recorded_step_flag, step_flag
 from ppl_vae.infer.graph_backends import BACKENDS, replay_function
 from ppl_vae.infer.graph_passes import remove_redundant_operations
 from ppl_vae.infer.iwae import IWAE_ELBO
+from ppl_vae.infer.recording_guards import DataDependentStructureError, tensor_valued_losses, values_not_read
 
-
-class DataDependentStructureError(RuntimeError):
-    """The model or guide read a tensor's value while being recorded (Python control flow on tensors)."""
+__all__ = ["CompiledELBO", "CompiledTrace_ELBO", "CompiledTraceMeanField_ELBO", "CompiledIWAE_ELBO",
+           "DataDependentStructureError", "cuda_devices", "is_jit"]
 
 
 class CompiledELBO:
@@ -222,13 +217,13 @@ class CompiledELBO:
 
         # compiling runs the model and guide twice, on a fork of torch's RNG, so that the
         # compiled loss sees the draws the uncompiled one would have seen
-        with torch.random.fork_rng(devices=cuda_devices(args)), _tensor_valued_losses():
+        with torch.random.fork_rng(devices=cuda_devices(args)), tensor_valued_losses():
             with poutine.block(), poutine.trace(param_only=True) as capture:
                 # creates the parameters, and checks shapes and supports if validation is on
                 self._loss_and_surrogate_loss(model, guide, args, kwargs)
                 names = list(capture.trace.nodes)
                 params = [pyro.param(name).unconstrained() for name in names]
-                with pyro.validation_enabled(False), _values_not_read():  # the checks would be recorded as constants
+                with pyro.validation_enabled(False), values_not_read():  # the checks would be recorded as constants
                     graph = make_fx(loss_and_gradient, tracing_mode="real")(params, args)
                 graph = remove_redundant_operations(graph)
                 replay = replay_function(graph, [p.detach() for p in params], tree_leaves(args),
@@ -301,29 +296,6 @@ def _weak(fn: Callable, callback: Callable | None = None) -> weakref.ref:
 
 def _signature(value):
     return (tuple(value.shape), value.dtype, value.device) if torch.is_tensor(value) else value
-
-
-class _values_not_read(TorchFunctionMode):
-    """Raise :class:`DataDependentStructureError` when a tensor's value is read (``bool``, ``int``,
-    ``float``, ``.item()``, ``.tolist()``, ``nonzero``): recording would fix the branch taken."""
-
-    READS = frozenset({"__bool__", "__int__", "__float__", "__index__", "item", "tolist", "nonzero"})
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        if name in self.READS:
-            raise DataDependentStructureError(
-                f"the model or guide reads a tensor's value ({name}) while being recorded: its structure depends on "
-                "tensor values, which a recorded graph cannot follow")
-        return func(*args, **(kwargs or {}))
-
-
-@contextmanager
-def _tensor_valued_losses() -> Iterator[None]:
-    """Keep Pyro's ELBOs from converting the loss to a Python number (a constant in the graph)."""
-    with (mock.patch.object(pyro.infer.trace_elbo, "torch_item", lambda x: x),
-          mock.patch.object(pyro.infer.trace_mean_field_elbo, "torch_item", lambda x: x)):
-        yield
 
 
 _COMPILED_ELBOS = (CompiledELBO, pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO,

@@ -210,13 +210,13 @@ def test_take_skips_a_non_finite_step_on_the_device(compile):
 def test_the_compiled_take_reads_no_value_back():
     """No ``item``, ``tolist`` or ``bool`` of a tensor once a shape is recorded: nothing makes the
     host wait for the device inside the step."""
-    from ppl_vae.infer.compiled import _values_not_read
+    from ppl_vae.infer.recording_guards import values_not_read
 
     model, guide = build_pair(ModelConfig(event_shape=(1, 28, 28), z_dim=4, hidden_dims=(16,)))
     step = SVIStep(model, guide, make_elbo("trace", compile="fx"), lr=1e-2)
     x = torch.bernoulli(torch.full((8, 1, 28, 28), 0.3))
     step(x)
     step(x)
-    with _values_not_read():
+    with values_not_read():
         results = [step.take(x) for _ in range(3)]
     assert all(r[1] == 0 for r in results) and results[0][0] != results[2][0]
