@@ -234,8 +234,10 @@ class SVIStep:
                         param.grad = None
                 for param, grad in gradients:
                     param.grad = grad
-            grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
             total = loss.detach()
+            if flag is None:
+                flag = step_flag(total.reshape(()), [p.grad for group in self.optimizer.param_groups
+                                                     for p in group["params"] if p.grad is not None])
         else:  # every rank must reach the all-reduce, even with a non-finite loss
             self.optimizer.zero_grad(set_to_none=False)
             loss.backward()
@@ -246,9 +248,8 @@ class SVIStep:
             grads = [p.grad for p in params]
             total = loss.detach().reshape(1).to(grads[0].dtype)
             self.distributed.all_reduce_sum_([*grads, total])
+            flag = step_flag(total.reshape(()), grads)  # of the summed gradients, the same on every rank
         total = total.reshape(())
-        if flag is None:
-            flag = step_flag(total, grads)
         result = torch.stack([total.double(), flag.double()])
         if is_fused(self.optimizer):
             adam_step(self.optimizer, found_inf=flag)  # skipped on the device where flag is 1
