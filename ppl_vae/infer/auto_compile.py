@@ -32,8 +32,9 @@ import logging
 import torch
 from pyro.infer import ELBO
 
-from ppl_vae.infer.compiled import CompiledELBO, DataDependentStructureError, cuda_devices
+from ppl_vae.infer.compiled import CompiledELBO, cuda_devices
 from ppl_vae.infer.elbos import JIT_ELBOS, make_elbo
+from ppl_vae.infer.recording_guards import DataDependentStructureError
 from ppl_vae.infer.svi_step import SVIStep
 from ppl_vae.nn.registration import registration_skipped
 

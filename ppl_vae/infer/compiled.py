@@ -60,10 +60,7 @@ from ppl_vae.infer.finiteness import recorded_step_flag, step_flag
 from ppl_vae.infer.graph_backends import BACKENDS, replay_function
 from ppl_vae.infer.graph_passes import remove_redundant_operations
 from ppl_vae.infer.iwae import IWAE_ELBO
-from ppl_vae.infer.recording_guards import DataDependentStructureError, tensor_valued_losses, values_not_read
-
-__all__ = ["CompiledELBO", "CompiledTrace_ELBO", "CompiledTraceMeanField_ELBO", "CompiledIWAE_ELBO",
-           "DataDependentStructureError", "cuda_devices", "is_jit"]
+from ppl_vae.infer.recording_guards import tensor_valued_losses, values_not_read
 
 
 class CompiledELBO:

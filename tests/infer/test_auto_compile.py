@@ -13,8 +13,9 @@ import ppl_vae.infer.graph_backends
 import ppl_vae.infer.graph_passes
 from ppl_vae import ModelConfig, build_pair, make_elbo
 from ppl_vae.infer.auto_compile import CheckedCompiledStep, CompiledStepMismatch, check_agreement, make_svi_step
-from ppl_vae.infer.compiled import CompiledELBO, DataDependentStructureError
+from ppl_vae.infer.compiled import CompiledELBO
 from ppl_vae.infer.graph_backends import replay_function
+from ppl_vae.infer.recording_guards import DataDependentStructureError
 from ppl_vae.infer.svi_step import SVIStep
 from ppl_vae.models.base import model_arguments
 from ppl_vae.training.distributed import Distributed
