@@ -125,7 +125,7 @@ def write_report(table: pd.DataFrame, per_image: pd.DataFrame, args, device, pat
     table["nll_gain"] = [f"{g:+.2f} ± {se:.2f}" if (g, se) != (None, None) else "" for g, se in
                          (gain or (None, None) for gain in gains)]
     runs = list(table.groupby("nll_datapoints", sort=False))
-    init_flag = " --init-output-bias" if args.init_output_bias else ""
+    init_flag = (" --init-output-bias" if args.init_output_bias else "") + (f" --seed {args.seed}" if args.seed else "")
     columns = ["name", "model", "prior", "guide", "elbo", "num_particles", "batch_size", "lr_schedule", "epochs",
                "test_elbo", "test_nll",
                "nll_std_error", "vs", "nll_gain", "active_units", "seconds_per_epoch", "nll_seconds"]
