@@ -9,7 +9,8 @@ per argument shapes; :func:`replay_function` turns it into the function that eac
   fuses elementwise chains into C++ (CPU) or Triton (CUDA) kernels. Compilation takes seconds
   per argument shapes, cached on disk across processes. On the CPU, each ``addmm`` is split
   into a matrix product and an addition (:class:`SplitAddmm`), which inductor fuses into the
-  kernel that reads the product next.
+  kernel that reads the product next, and the code that calls the kernels is C++ too
+  (inductor's ``cpp_wrapper``), which saves the Python interpreter's cost of each call.
 
 Random draws stay torch's own: inductor runs with ``fallback_random``, so its random
 operators are ATen's, drawn from torch's generator in the eager order. Compiled and
@@ -61,13 +62,19 @@ def replay_function(graph: GraphModule, parameters: Sequence[torch.Tensor], argu
 
 def inductor_function(graph: GraphModule, example_inputs: list) -> Callable:
     """The graph compiled by inductor, with torch's random operators (``fallback_random``), and
-    on the CPU with its ``addmm`` split (:class:`SplitAddmm`)."""
+    on the CPU with its ``addmm`` split (:class:`SplitAddmm`) and a C++ wrapper (``cpp_wrapper``)."""
     from torch._inductor import config
     from torch._inductor.compile_fx import compile_fx
 
     on_cpu = all(t.device.type == "cpu" for t in example_inputs if torch.is_tensor(t))
-    passes = {"post_grad_custom_post_pass": SplitAddmm()} if on_cpu else {}
-    with config.patch(fallback_random=True, **passes):
+    cpu_options = {"post_grad_custom_post_pass": SplitAddmm(), "cpp_wrapper": True} if on_cpu else {}
+    if on_cpu:
+        # make_fx gives each placeholder's example value a fake mode of its own, which the C++
+        # wrapper's compilation refuses; without them, it takes the example inputs instead
+        for node in graph.graph.nodes:
+            if node.op == "placeholder":
+                node.meta.pop("val", None)
+    with config.patch(fallback_random=True, **cpu_options):
         compiled = compile_fx(graph, example_inputs)
 
     def replay(*inputs):
