@@ -10,7 +10,8 @@ per argument shapes; :func:`replay_function` turns it into the function that eac
   per argument shapes, cached on disk across processes. On the CPU, each ``addmm`` is split
   into a matrix product and an addition (:class:`SplitAddmm`), which inductor fuses into the
   kernel that reads the product next, and the code that calls the kernels is C++ too
-  (inductor's ``cpp_wrapper``), which saves the Python interpreter's cost of each call.
+  (inductor's ``cpp_wrapper``), which saves the Python interpreter's cost of each call (where
+  the C++ wrapper cannot be built, the kernels are called from Python).
 
 Random draws stay torch's own: inductor runs with ``fallback_random``, so its random
 operators are ATen's, drawn from torch's generator in the eager order. Compiled and
@@ -67,15 +68,23 @@ def inductor_function(graph: GraphModule, example_inputs: list) -> Callable:
     from torch._inductor.compile_fx import compile_fx
 
     on_cpu = all(t.device.type == "cpu" for t in example_inputs if torch.is_tensor(t))
-    cpu_options = {"post_grad_custom_post_pass": SplitAddmm(), "cpp_wrapper": True} if on_cpu else {}
+    cpu_passes = {"post_grad_custom_post_pass": SplitAddmm()} if on_cpu else {}
+    compiled = None
     if on_cpu:
         # make_fx gives each placeholder's example value a fake mode of its own, which the C++
         # wrapper's compilation refuses; without them, it takes the example inputs instead
         for node in graph.graph.nodes:
             if node.op == "placeholder":
                 node.meta.pop("val", None)
-    with config.patch(fallback_random=True, **cpu_options):
-        compiled = compile_fx(graph, example_inputs)
+        try:
+            with config.patch(fallback_random=True, cpp_wrapper=True, **cpu_passes):
+                compiled = compile_fx(graph, example_inputs)
+        except Exception as error:  # an operation without a C++ shim, say: the Python wrapper does the same
+            logger.info("inductor's C++ wrapper failed (%s); calling the kernels from Python",
+                        str(error).splitlines()[0] if str(error) else type(error).__name__)
+    if compiled is None:
+        with config.patch(fallback_random=True, **cpu_passes):
+            compiled = compile_fx(graph, example_inputs)
 
     def replay(*inputs):
         return tree_leaves(compiled(*inputs))

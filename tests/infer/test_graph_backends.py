@@ -50,3 +50,39 @@ def test_the_inductor_function_computes_the_graph():
     replay = inductor_function(graph, inputs())
     for ours, theirs in zip(replay(*inputs()), expected, strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_the_inductor_function_uses_the_cpp_wrapper_on_the_cpu(monkeypatch):
+    import torch._inductor.compile_fx as inductor
+
+    original, wrappers = inductor.compile_fx, []
+
+    def watched(*args, **kwargs):
+        wrappers.append(torch._inductor.config.cpp_wrapper)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(inductor, "compile_fx", watched)
+    inductor_function(make_fx(loss_and_gradients)(*inputs()), inputs())
+    assert wrappers == [True]
+
+
+def test_the_inductor_function_falls_back_to_the_python_wrapper(monkeypatch, caplog):
+    import torch._inductor.compile_fx as inductor
+
+    original, wrappers = inductor.compile_fx, []
+
+    def cpp_wrapper_fails(*args, **kwargs):
+        wrappers.append(torch._inductor.config.cpp_wrapper)
+        if torch._inductor.config.cpp_wrapper:
+            raise RuntimeError("no C++ shim for this operation")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(inductor, "compile_fx", cpp_wrapper_fails)
+    graph = make_fx(loss_and_gradients)(*inputs())
+    expected = graph(*inputs())
+    with caplog.at_level("INFO", logger="ppl_vae"):
+        replay = inductor_function(graph, inputs())
+    assert wrappers == [True, False]
+    assert "C++ wrapper failed (no C++ shim for this operation)" in caplog.text
+    for ours, theirs in zip(replay(*inputs()), expected, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
