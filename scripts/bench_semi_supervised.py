@@ -34,6 +34,7 @@ from ppl_vae.infer.elbos import make_elbo
 from ppl_vae.training.device import resolve_device
 
 PYRO = {3000: "0.9582 ± 0.0012", 1000: "0.9487", 600: "0.9437", 100: "0.9319"}  # Pyro's tutorial, test accuracy
+PYRO_LR = 4.2e-4  # Pyro's example's -lr
 NETWORKS = {"z_dim": 50, "hidden_dims": (500,), "activation": "softplus", "likelihood": "bce-grayscale"}
 
 
@@ -44,7 +45,7 @@ def step_ms(data, rounds: int, steps: int) -> dict[str, float]:
     for name, config, elbo in (("semi-supervised", ModelConfig(model="semi-supervised", num_classes=10, **NETWORKS), "enum"),
                                ("vae", ModelConfig(**NETWORKS), "trace")):
         model, guide = build_pair(config)
-        steps_of[name] = SVIStep(model.to(data.train.device), guide.to(data.train.device), make_elbo(elbo), lr=4.2e-4)
+        steps_of[name] = SVIStep(model.to(data.train.device), guide.to(data.train.device), make_elbo(elbo), lr=PYRO_LR)
         for x in batches[:3]:
             steps_of[name](x)
     times = {name: [] for name in steps_of}
@@ -66,6 +67,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--labelled-every", type=int, default=0,
                         help="one training batch in K labelled, cycling the labelled images (0: once per epoch)")
+    parser.add_argument("--lr", type=float, default=PYRO_LR,
+                        help=f"Adam's learning rate (default {PYRO_LR:g}, Pyro's example's flag)")
     parser.add_argument("--timing-rounds", type=int, default=5)
     parser.add_argument("--timing-steps", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("results"))
@@ -77,10 +80,12 @@ def main() -> None:
     table = pd.read_csv(path) if path.exists() else pd.DataFrame()
     if len(table) and "labelled_every" not in table:
         table.insert(2, "labelled_every", 0)  # rows written before the option existed
+    if len(table) and "lr" not in table:
+        table.insert(3, "lr", PYRO_LR)
     for labels in args.labels:
         for seed in args.seeds:
             if len(table) and ((table["labels"] == labels) & (table["seed"] == seed)
-                               & (table["labelled_every"] == args.labelled_every)).any():
+                               & (table["labelled_every"] == args.labelled_every) & (table["lr"] == args.lr)).any():
                 print(f"{labels} labels, seed {seed}: already in {path}, skipped", flush=True)
                 continue
             pyro.clear_param_store()
@@ -88,12 +93,13 @@ def main() -> None:
             config = ModelConfig(model="semi-supervised", num_classes=10, num_labels=labels,
                                  labelled_every=args.labelled_every, **NETWORKS)
             model, guide = build_pair(config)
-            train = TrainConfig(epochs=args.epochs, batch_size=200, lr=4.2e-4, elbo="enum", seed=seed)
+            train = TrainConfig(epochs=args.epochs, batch_size=200, lr=args.lr, elbo="enum", seed=seed)
             subset = semi_supervised(data, labels, seed, config.labelled_every)
             metrics = fit(model.to(device), guide.to(device), subset, train, progress=False,
                           on_epoch=lambda row: print(labels, seed, row, flush=True))
             last = metrics.iloc[-1]
-            row = {"labels": labels, "seed": seed, "labelled_every": args.labelled_every, "epochs": args.epochs,
+            row = {"labels": labels, "seed": seed, "labelled_every": args.labelled_every, "lr": args.lr,
+                   "epochs": args.epochs,
                    "test_accuracy": last["test_accuracy"],
                    "valid_accuracy": last["valid_accuracy"], "test_elbo": round(last["test_elbo"], 2),
                    "seconds_per_epoch": round(last["seconds"] / args.epochs, 1), "device": str(device)}
@@ -105,22 +111,24 @@ def main() -> None:
 
 
 def write_report(table: pd.DataFrame, timing: dict, args, device) -> None:
-    summary = table.groupby(["labels", "labelled_every"]).agg(
+    summary = table.groupby(["labels", "labelled_every", "lr"]).agg(
         runs=("seed", "count"), test_accuracy=("test_accuracy", "mean"),
         std_error=("test_accuracy", lambda a: a.std() / len(a) ** 0.5), test_elbo=("test_elbo", "mean"),
         seconds_per_epoch=("seconds_per_epoch", "mean"))
-    summary["pyro_example"] = [PYRO.get(n, "") for n, _ in summary.index]
+    summary["pyro_example"] = [PYRO.get(n, "") for n, *_ in summary.index]
     lines = [
         f"# The semi-supervised VAE (M2) on MNIST ({device}; {platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__})",
         "",
         f"`OMP_NUM_THREADS={torch.get_num_threads()} python scripts/bench_semi_supervised.py --data-dir ../shared/data "
         f"--epochs {args.epochs} --labels {' '.join(map(str, args.labels))} --seeds {' '.join(map(str, args.seeds))}"
-        + (f" --labelled-every {args.labelled_every}`" if args.labelled_every else "`"),
+        + (f" --labelled-every {args.labelled_every}" if args.labelled_every else "")
+        + (f" --lr {args.lr:g}`" if args.lr != PYRO_LR else "`"),
         "",
         f"Budget: {args.epochs} epoch(s) per run (Pyro's example trains for up to 50), on 50,000 training images "
         "(the last 10,000 of MNIST's training split are the validation split), one label draw per seed. Pyro's "
-        "settings: z_dim 50, 500 softplus units, batch 200, Adam lr 4.2e-4, auxiliary multiplier 46, the label "
+        "settings: z_dim 50, 500 softplus units, batch 200, Adam lr 4.2e-4 (unless the column lr says otherwise), "
+        "auxiliary multiplier 46, the label "
         "enumerated under TraceEnum_ELBO. test_accuracy: the classifier q(y|x) on the 10,000 test images, the mean "
         "over the draws with its standard error; test_elbo: the ELBO per image with the label summed out. "
         "labelled_every: 0, each labelled image once per epoch as in Pyro's example; K, one batch in K labelled, "
