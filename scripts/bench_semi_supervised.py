@@ -116,6 +116,7 @@ def write_report(table: pd.DataFrame, timing: dict, args, device) -> None:
         std_error=("test_accuracy", lambda a: a.std() / len(a) ** 0.5), test_elbo=("test_elbo", "mean"),
         seconds_per_epoch=("seconds_per_epoch", "mean"))
     summary["pyro_example"] = [PYRO.get(n, "") for n, *_ in summary.index]
+    summary = summary.reset_index()
     lines = [
         f"# The semi-supervised VAE (M2) on MNIST ({device}; {platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__})",
@@ -134,7 +135,7 @@ def write_report(table: pd.DataFrame, timing: dict, args, device) -> None:
         "labelled_every: 0, each labelled image once per epoch as in Pyro's example; K, one batch in K labelled, "
         "cycling through the labelled images. pyro_example: the test accuracy Pyro's tutorial reports.",
         "",
-        summary.reset_index().to_markdown(index=False, floatfmt=".4f"),
+        summary.to_markdown(index=False, floatfmt=("g", "g", "g", "g", ".4f", ".4f", ".2f", ".1f", "")),
         "",
         "Every run:",
         "",
