@@ -31,6 +31,7 @@ import torch
 from ppl_vae import ModelConfig, TrainConfig, build_pair, fit, load_dataset
 from ppl_vae.infer.importance import active_units, estimate_log_likelihood
 from ppl_vae.training.device import resolve_device
+from ppl_vae.training.subnormals import flush_subnormals
 
 ONE_LAYER = {"z_dim": 50, "hidden_dims": (200, 200), "activation": "tanh", "likelihood": "bernoulli"}
 TWO_LAYERS = {"model": "hierarchical", "z_dims": (100, 50), "layer_widths": (100, 50), "activation": "tanh",
@@ -177,6 +178,7 @@ def main() -> None:
     parser.add_argument("--init-output-bias", action=argparse.BooleanOptionalAction, default=False,
                         help="start every row's decoder at the data's mean (TrainConfig.init_output_bias)")
     args = parser.parse_args()
+    flush_subnormals()  # as the ppl-vae command does, before any parallel work (ppl_vae.training.subnormals)
     device = resolve_device(args.device)
     data = load_dataset("binarized-mnist", args.data_dir, device)
     x_nll = torch.bernoulli(data.test[: args.nll_datapoints], generator=torch.Generator(device).manual_seed(0))

@@ -32,6 +32,7 @@ from ppl_vae import ModelConfig, SVIStep, TrainConfig, build_pair, fit, load_dat
 from ppl_vae.data import semi_supervised
 from ppl_vae.infer.elbos import make_elbo
 from ppl_vae.training.device import resolve_device
+from ppl_vae.training.subnormals import flush_subnormals
 
 PYRO = {3000: "0.9582 ± 0.0012", 1000: "0.9487", 600: "0.9437", 100: "0.9319"}  # Pyro's tutorial, test accuracy
 PYRO_LR = 4.2e-4  # Pyro's example's -lr
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--timing-steps", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
+    flush_subnormals()  # as the ppl-vae command does, before any parallel work (ppl_vae.training.subnormals)
     device = resolve_device(args.device)
     data = load_dataset("mnist", args.data_dir, device, validation_size=10000)
     args.out.mkdir(parents=True, exist_ok=True)
