@@ -68,8 +68,7 @@ def inductor_function(graph: GraphModule, example_inputs: list) -> Callable:
     from torch._inductor.compile_fx import compile_fx
 
     on_cpu = all(t.device.type == "cpu" for t in example_inputs if torch.is_tensor(t))
-    cpu_passes = {"post_grad_custom_post_pass": SplitAddmm()} if on_cpu else {}
-    compiled = None
+    passes = {"post_grad_custom_post_pass": SplitAddmm()} if on_cpu else {}
     if on_cpu:
         # make_fx gives each placeholder's example value a fake mode of its own, which the C++
         # wrapper's compilation refuses; without them, it takes the example inputs instead
@@ -77,14 +76,17 @@ def inductor_function(graph: GraphModule, example_inputs: list) -> Callable:
             if node.op == "placeholder":
                 node.meta.pop("val", None)
         try:
-            with config.patch(fallback_random=True, cpp_wrapper=True, **cpu_passes):
-                compiled = compile_fx(graph, example_inputs)
+            with config.patch(fallback_random=True, cpp_wrapper=True, **passes):
+                return _flat_outputs(compile_fx(graph, example_inputs))
         except Exception as error:  # an operation without a C++ shim, say: the Python wrapper does the same
             logger.info("inductor's C++ wrapper failed (%s); calling the kernels from Python",
                         str(error).splitlines()[0] if str(error) else type(error).__name__)
-    if compiled is None:
-        with config.patch(fallback_random=True, **cpu_passes):
-            compiled = compile_fx(graph, example_inputs)
+    with config.patch(fallback_random=True, **passes):
+        return _flat_outputs(compile_fx(graph, example_inputs))
+
+
+def _flat_outputs(compiled: Callable) -> Callable:
+    """``compiled`` with its outputs flattened to a list."""
 
     def replay(*inputs):
         return tree_leaves(compiled(*inputs))

@@ -52,32 +52,30 @@ def test_the_inductor_function_computes_the_graph():
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
-def test_the_inductor_function_uses_the_cpp_wrapper_on_the_cpu(monkeypatch):
+def watch_compile_fx(monkeypatch, cpp_wrapper_fails: bool = False) -> list[bool]:
+    """Record inductor's ``cpp_wrapper`` setting at each ``compile_fx`` call (and make it fail when set)."""
     import torch._inductor.compile_fx as inductor
 
     original, wrappers = inductor.compile_fx, []
 
     def watched(*args, **kwargs):
         wrappers.append(torch._inductor.config.cpp_wrapper)
+        if cpp_wrapper_fails and torch._inductor.config.cpp_wrapper:
+            raise RuntimeError("no C++ shim for this operation")
         return original(*args, **kwargs)
 
     monkeypatch.setattr(inductor, "compile_fx", watched)
+    return wrappers
+
+
+def test_the_inductor_function_uses_the_cpp_wrapper_on_the_cpu(monkeypatch):
+    wrappers = watch_compile_fx(monkeypatch)
     inductor_function(make_fx(loss_and_gradients)(*inputs()), inputs())
     assert wrappers == [True]
 
 
 def test_the_inductor_function_falls_back_to_the_python_wrapper(monkeypatch, caplog):
-    import torch._inductor.compile_fx as inductor
-
-    original, wrappers = inductor.compile_fx, []
-
-    def cpp_wrapper_fails(*args, **kwargs):
-        wrappers.append(torch._inductor.config.cpp_wrapper)
-        if torch._inductor.config.cpp_wrapper:
-            raise RuntimeError("no C++ shim for this operation")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(inductor, "compile_fx", cpp_wrapper_fails)
+    wrappers = watch_compile_fx(monkeypatch, cpp_wrapper_fails=True)
     graph = make_fx(loss_and_gradients)(*inputs())
     expected = graph(*inputs())
     with caplog.at_level("INFO", logger="ppl_vae"):
