@@ -55,6 +55,9 @@ ROWS = {
     "vae-vamp500-diag": ({**ONE_LAYER, "prior": "vamp", "prior_options": {"num_pseudo_inputs": 500}}, {}),
     "vae-standard-diag-warmup5": ({**ONE_LAYER, "prior": "standard"}, {"warmup_epochs": 5}),
     "hierarchical-standard-diag-warmup5": ({**TWO_LAYERS, "prior": "standard"}, {"warmup_epochs": 5}),
+    # Sonderby et al.'s (arXiv:1602.02282) long warm-up, which keeps more units of the top layer active
+    "vae-standard-diag-warmup100": ({**ONE_LAYER, "prior": "standard"}, {"warmup_epochs": 100}),
+    "hierarchical-standard-diag-warmup100": ({**TWO_LAYERS, "prior": "standard"}, {"warmup_epochs": 100}),
     # both depths on the IWAE bound with k = 5, as in Burda et al.'s IWAE rows
     "vae-standard-diag-iwae5": ({**ONE_LAYER, "prior": "standard"}, {"elbo": "iwae", "num_particles": 5}),
     # both depths with Burda et al.'s optimization: batches of 20 and their stepwise decay of the rate

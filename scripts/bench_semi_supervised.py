@@ -112,8 +112,19 @@ def main() -> None:
     write_report(table, timing, args, device)
 
 
+def commands(table: pd.DataFrame, threads: int) -> list[str]:
+    """The command behind each setting of the table: one line per (labels, labelled_every, lr, epochs)."""
+    lines = []
+    for (labels, every, lr, epochs), runs in table.groupby(["labels", "labelled_every", "lr", "epochs"]):
+        lines.append(f"`OMP_NUM_THREADS={threads} python scripts/bench_semi_supervised.py --data-dir ../shared/data "
+                     f"--epochs {epochs} --labels {labels} --seeds {' '.join(map(str, sorted(runs['seed'])))}"
+                     + (f" --labelled-every {every}" if every else "") + (f" --lr {lr:g}" if lr != PYRO_LR else "")
+                     + " --timing-rounds 0`  ")
+    return lines
+
+
 def write_report(table: pd.DataFrame, timing: dict, args, device) -> None:
-    summary = table.groupby(["labels", "labelled_every", "lr"]).agg(
+    summary = table.groupby(["labels", "labelled_every", "lr", "epochs"]).agg(
         runs=("seed", "count"), test_accuracy=("test_accuracy", "mean"),
         std_error=("test_accuracy", lambda a: a.std() / len(a) ** 0.5), test_elbo=("test_elbo", "mean"),
         seconds_per_epoch=("seconds_per_epoch", "mean"))
@@ -123,12 +134,9 @@ def write_report(table: pd.DataFrame, timing: dict, args, device) -> None:
         f"# The semi-supervised VAE (M2) on MNIST ({device}; {platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__})",
         "",
-        f"`OMP_NUM_THREADS={torch.get_num_threads()} python scripts/bench_semi_supervised.py --data-dir ../shared/data "
-        f"--epochs {args.epochs} --labels {' '.join(map(str, args.labels))} --seeds {' '.join(map(str, args.seeds))}"
-        + (f" --labelled-every {args.labelled_every}" if args.labelled_every else "")
-        + (f" --lr {args.lr:g}`" if args.lr != PYRO_LR else "`"),
+        *commands(table, torch.get_num_threads()),
         "",
-        f"Budget: {args.epochs} epoch(s) per run (Pyro's example trains for up to 50), on 50,000 training images "
+        "Budget: the column epochs, per run (Pyro's example trains for up to 50), on 50,000 training images "
         "(the last 10,000 of MNIST's training split are the validation split), one label draw per seed. Pyro's "
         "settings: z_dim 50, 500 softplus units, batch 200, Adam lr 4.2e-4 (unless the column lr says otherwise), "
         "auxiliary multiplier 46, the label "
@@ -137,7 +145,7 @@ def write_report(table: pd.DataFrame, timing: dict, args, device) -> None:
         "labelled_every: 0, each labelled image once per epoch as in Pyro's example; K, one batch in K labelled, "
         "cycling through the labelled images. pyro_example: the test accuracy Pyro's tutorial reports.",
         "",
-        summary.to_markdown(index=False, floatfmt=("g", "g", "g", "g", ".4f", ".4f", ".2f", ".1f", "")),
+        summary.to_markdown(index=False, floatfmt=("g", "g", "g", "g", "g", ".4f", ".4f", ".2f", ".1f", "")),
         "",
         "Every run:",
         "",
