@@ -36,6 +36,7 @@ from ppl_vae.training.subnormals import flush_subnormals
 
 PYRO = {3000: "0.9582 ± 0.0012", 1000: "0.9487", 600: "0.9437", 100: "0.9319"}  # Pyro's tutorial, test accuracy
 PYRO_LR = 4.2e-4  # Pyro's example's -lr
+SETTING = ["labels", "labelled_every", "lr", "epochs"]  # a row of the summary; a run is a setting and a seed
 NETWORKS = {"z_dim": 50, "hidden_dims": (500,), "activation": "softplus", "likelihood": "bce-grayscale"}
 
 
@@ -86,8 +87,9 @@ def main() -> None:
         table.insert(3, "lr", PYRO_LR)
     for labels in args.labels:
         for seed in args.seeds:
-            if len(table) and ((table["labels"] == labels) & (table["seed"] == seed)
-                               & (table["labelled_every"] == args.labelled_every) & (table["lr"] == args.lr)).any():
+            run = {"labels": labels, "seed": seed, "labelled_every": args.labelled_every, "lr": args.lr,
+                   "epochs": args.epochs}
+            if len(table) and (table[list(run)] == pd.Series(run)).all(axis=1).any():
                 print(f"{labels} labels, seed {seed}: already in {path}, skipped", flush=True)
                 continue
             pyro.clear_param_store()
@@ -100,9 +102,7 @@ def main() -> None:
             metrics = fit(model.to(device), guide.to(device), subset, train, progress=False,
                           on_epoch=lambda row: print(labels, seed, row, flush=True))
             last = metrics.iloc[-1]
-            row = {"labels": labels, "seed": seed, "labelled_every": args.labelled_every, "lr": args.lr,
-                   "epochs": args.epochs,
-                   "test_accuracy": last["test_accuracy"],
+            row = {**run, "test_accuracy": last["test_accuracy"],
                    "valid_accuracy": last["valid_accuracy"], "test_elbo": round(last["test_elbo"], 2),
                    "seconds_per_epoch": round(last["seconds"] / args.epochs, 1), "device": str(device)}
             print(row, flush=True)
@@ -113,9 +113,9 @@ def main() -> None:
 
 
 def commands(table: pd.DataFrame, threads: int) -> list[str]:
-    """The command behind each setting of the table: one line per (labels, labelled_every, lr, epochs)."""
+    """The command behind each setting of the table: one line per :data:`SETTING`."""
     lines = []
-    for (labels, every, lr, epochs), runs in table.groupby(["labels", "labelled_every", "lr", "epochs"]):
+    for (labels, every, lr, epochs), runs in table.groupby(SETTING):
         lines.append(f"`OMP_NUM_THREADS={threads} python scripts/bench_semi_supervised.py --data-dir ../shared/data "
                      f"--epochs {epochs} --labels {labels} --seeds {' '.join(map(str, sorted(runs['seed'])))}"
                      + (f" --labelled-every {every}" if every else "") + (f" --lr {lr:g}" if lr != PYRO_LR else "")
@@ -124,7 +124,7 @@ def commands(table: pd.DataFrame, threads: int) -> list[str]:
 
 
 def write_report(table: pd.DataFrame, timing: dict, args, device) -> None:
-    summary = table.groupby(["labels", "labelled_every", "lr", "epochs"]).agg(
+    summary = table.groupby(SETTING).agg(
         runs=("seed", "count"), test_accuracy=("test_accuracy", "mean"),
         std_error=("test_accuracy", lambda a: a.std() / len(a) ** 0.5), test_elbo=("test_elbo", "mean"),
         seconds_per_epoch=("seconds_per_epoch", "mean"))
