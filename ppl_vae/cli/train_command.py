@@ -12,6 +12,7 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+import pandas as pd
 import pyro
 import torch
 
@@ -52,7 +53,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     runs = p.add_argument_group("checkpoints and faults")
     runs.add_argument("--resume", type=Path, metavar="RUN_DIR",
                       help="go on from the run's newest good checkpoint (its settings are the run's; --epochs "
-                      "gives it a new budget, except under a scaled --lr-schedule)")
+                      "gives it a new budget, except under a scaled --lr-schedule, and extends a finished run)")
     runs.add_argument("--init-from", type=Path, metavar="RUN",
                       help="start from the weights of a finished run (a run directory or checkpoint file) with the "
                       "same model and guide options; the optimizer and schedule start afresh")
@@ -210,18 +211,45 @@ def cmd_resume(args: argparse.Namespace, distributed) -> int:
         return resume_locked(args, distributed)
 
 
+def reopen_finished(run_dir: Path, train_config: TrainConfig, distributed) -> None:
+    """Make a finished run resumable for a longer budget, from its last training checkpoint.
+
+    Its ``checkpoint.pt`` moves to ``checkpoints/finished-epoch-<N>.pt``, so that the run
+    directory is an unfinished run until the new budget ends (an interruption leaves it
+    resumable, and nothing written is lost).
+
+    :raises UsageError: if the run has no training checkpoint, or stopped early (``--patience``).
+    """
+    try:
+        done = int(pd.read_csv(run_dir / "metrics.csv")["epoch"].iloc[-1])
+    except (OSError, ValueError, KeyError, IndexError) as error:
+        raise UsageError(f"{run_dir / 'metrics.csv'} cannot be read ({type(error).__name__}); "
+                         "a longer budget cannot extend the run") from None
+    if not any((run_dir / "checkpoints").glob("train-*.pt")):
+        raise UsageError(f"{run_dir} has no training checkpoint to go on from; a longer budget cannot extend it")
+    if done < train_config.epochs:
+        raise UsageError(f"{run_dir} stopped early at epoch {done} of {train_config.epochs} (--patience); "
+                         "a longer budget cannot extend it")
+    if distributed.is_main:
+        (run_dir / "checkpoint.pt").rename(run_dir / "checkpoints" / f"finished-epoch-{done}.pt")
+
+
 def resume_locked(args: argparse.Namespace, distributed) -> int:
     """``--resume`` while holding the run directory's lock."""
     run_config = read_config(args.resume)
     config, train_config, options = run_configs(args.resume, run_config)
-    if (args.resume / "checkpoint.pt").exists():
-        print(f"{args.resume} is a finished run; nothing to resume", file=sys.stderr)
-        return 0
     epochs = getattr(args, "epochs", train_config.epochs)
+    finished = (args.resume / "checkpoint.pt").exists()
+    if finished and epochs <= train_config.epochs:
+        print(f"{args.resume} is a finished run; nothing to resume (--epochs above {train_config.epochs} "
+              "extends it)", file=sys.stderr)
+        return 0
+    if epochs != train_config.epochs and train_config.lr_schedule != "constant":
+        raise UsageError(f"--epochs cannot change on --resume with --lr-schedule {train_config.lr_schedule}: "
+                         "the schedule is scaled to the run's epochs")
+    if finished:
+        reopen_finished(args.resume, train_config, distributed)
     if epochs != train_config.epochs:  # a new budget (recorded in config.json)
-        if train_config.lr_schedule != "constant":
-            raise UsageError(f"--epochs cannot change on --resume with --lr-schedule {train_config.lr_schedule}: "
-                             "the schedule is scaled to the run's epochs")
         train_config = TrainConfig(**{**train_config.to_dict(), "epochs": epochs})
         run_config.setdefault("epochs_changed", []).append({"from": run_config["train"]["epochs"], "to": epochs})
         run_config["train"]["epochs"] = epochs

@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,36 @@ def test_resume_with_a_new_epoch_budget_ends_as_a_run_with_that_budget(uninterru
     assert pd.read_csv(out / "metrics.csv").drop(columns="seconds").equals(expected)
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["epochs"] == 2 and config["epochs_changed"] == [{"from": 5, "to": 2}]
+
+
+def test_resume_with_a_longer_budget_extends_a_finished_run_to_the_run_with_that_budget(uninterrupted, tmp_path):
+    """A finished 2-epoch run resumed with ``--epochs 3`` ends bitwise as the 3-epoch run."""
+    three = tmp_path / "three"
+    ppl_vae(*TRAIN, "--epochs", "3", "--out", str(three))
+    out = tmp_path / "extended"
+    shutil.copytree(uninterrupted, out)
+    finished = (out / "checkpoint.pt").read_bytes()
+    ppl_vae("train", "--resume", str(out), "--epochs", "3", "--no-progress")
+    for p, q in zip(parameters(three), parameters(out)):
+        assert torch.equal(p, q)
+    expected = pd.read_csv(three / "metrics.csv").drop(columns="seconds")
+    assert pd.read_csv(out / "metrics.csv").drop(columns="seconds").equals(expected)
+    assert (out / "checkpoints" / "finished-epoch-2.pt").read_bytes() == finished  # the 2-epoch weights are kept
+    assert json.loads((out / "config.json").read_text())["epochs_changed"] == [{"from": 2, "to": 3}]
+    again = ppl_vae("train", "--resume", str(out), "--epochs", "3", "--no-progress")
+    assert "is a finished run; nothing to resume" in again.stderr
+
+
+def test_a_finished_run_without_training_checkpoints_is_not_extended(uninterrupted, tmp_path):
+    out = tmp_path / "bare"
+    shutil.copytree(uninterrupted, out)
+    for path in (out / "checkpoints").glob("train-*.pt"):
+        path.unlink()
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    refused = ppl_vae("train", "--resume", str(out), "--epochs", "3", "--no-progress", check=False)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "has no training checkpoint to go on from" in refused.stderr
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
 
 
 def test_resume_refuses_a_new_epoch_budget_under_a_scaled_schedule(tmp_path):
