@@ -211,21 +211,22 @@ def cmd_resume(args: argparse.Namespace, distributed) -> int:
         return resume_locked(args, distributed)
 
 
-def reopen_finished(run_dir: Path, train_config: TrainConfig, distributed) -> None:
+def reopen_finished(run_dir: Path, train_config: TrainConfig, started: bool, distributed) -> None:
     """Make a finished run resumable for a longer budget, from its last training checkpoint.
 
     Its ``checkpoint.pt`` moves to ``checkpoints/finished-epoch-<N>.pt``, so that the run
     directory is an unfinished run until the new budget ends (an interruption leaves it
     resumable, and nothing written is lost).
 
-    :raises UsageError: if the run has no training checkpoint, or stopped early (``--patience``).
+    :param started: whether the run has a training checkpoint to go on from.
+    :raises UsageError: if it has none, or if the run stopped early (``--patience``).
     """
     try:
         done = int(pd.read_csv(run_dir / "metrics.csv")["epoch"].iloc[-1])
     except (OSError, ValueError, KeyError, IndexError) as error:
         raise UsageError(f"{run_dir / 'metrics.csv'} cannot be read ({type(error).__name__}); "
                          "a longer budget cannot extend the run") from None
-    if not any((run_dir / "checkpoints").glob("train-*.pt")):
+    if not started:
         raise UsageError(f"{run_dir} has no training checkpoint to go on from; a longer budget cannot extend it")
     if done < train_config.epochs:
         raise UsageError(f"{run_dir} stopped early at epoch {done} of {train_config.epochs} (--patience); "
@@ -240,6 +241,7 @@ def resume_locked(args: argparse.Namespace, distributed) -> int:
     config, train_config, options = run_configs(args.resume, run_config)
     epochs = getattr(args, "epochs", train_config.epochs)
     finished = (args.resume / "checkpoint.pt").exists()
+    started = any((args.resume / "checkpoints").glob("train-*.pt"))
     if finished and epochs <= train_config.epochs:
         print(f"{args.resume} is a finished run; nothing to resume (--epochs above {train_config.epochs} "
               "extends it)", file=sys.stderr)
@@ -248,7 +250,7 @@ def resume_locked(args: argparse.Namespace, distributed) -> int:
         raise UsageError(f"--epochs cannot change on --resume with --lr-schedule {train_config.lr_schedule}: "
                          "the schedule is scaled to the run's epochs")
     if finished:
-        reopen_finished(args.resume, train_config, distributed)
+        reopen_finished(args.resume, train_config, started, distributed)
     if epochs != train_config.epochs:  # a new budget (recorded in config.json)
         train_config = TrainConfig(**{**train_config.to_dict(), "epochs": epochs})
         run_config.setdefault("epochs_changed", []).append({"from": run_config["train"]["epochs"], "to": epochs})
@@ -261,7 +263,6 @@ def resume_locked(args: argparse.Namespace, distributed) -> int:
     data = labelled_data(data, config, train_config.seed)
     distributed_settings(distributed, train_config)
     model, guide = build_on_device(config, train_config.seed, device, distributed)
-    started = any((args.resume / "checkpoints").glob("train-*.pt"))
     if not started and "init_from" in run_config:
         warm_start(run_config["init_from"]["path"], model, guide, config)
     if not started and distributed.is_main:  # nothing was saved: start over
