@@ -13,6 +13,8 @@ rows compare over the same images and each comparison gets a paired standard err
 Each finished row is appended to ``results/priors.csv`` at once (and its per-image NLLs
 to ``results/priors_per_image.csv``); a rerun skips the rows already there, so the
 benchmark resumes after an interruption. ``results/priors.md`` is rewritten after every row.
+Long rows can be trained by ``ppl-vae train`` instead, with checkpoints and ``--resume``, and
+scored here with ``--from-runs ROW=RUN_DIR``: the run's config must be the row's (checked).
 
 Usage::
 
@@ -22,13 +24,16 @@ Usage::
 import argparse
 import platform
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 import pyro
 import torch
+from torch import nn
 
 from ppl_vae import ModelConfig, TrainConfig, build_pair, fit, load_dataset
+from ppl_vae.cli.run_directory import load_run, read_config
 from ppl_vae.infer.importance import active_units, estimate_log_likelihood
 from ppl_vae.training.device import resolve_device
 from ppl_vae.training.subnormals import flush_subnormals
@@ -83,16 +88,43 @@ def config_of(name: str) -> ModelConfig:
     return ModelConfig(**{"prior_options": PRIOR_OPTIONS[options["prior"]], **options})
 
 
-def run_row(name: str, data, x_nll: torch.Tensor, args, device) -> tuple[dict, torch.Tensor]:
-    """Train one row from the seed and estimate its test NLL: its table row and per-image NLLs."""
-    config, (_, train_options) = config_of(name), ROWS[name]
+def train_row(name: str, data, args, device) -> tuple[nn.Module, nn.Module, pd.DataFrame, TrainConfig]:
+    """Train one row from the seed: ``(model, guide, metrics, train config)``."""
     pyro.clear_param_store()
     torch.manual_seed(args.seed)
-    model, guide = build_pair(config)
+    model, guide = build_pair(config_of(name))
     model, guide = model.to(device), guide.to(device)
-    train = TrainConfig(**{"epochs": args.epochs, "batch_size": 100, "lr": 1e-3, "seed": args.seed,
-                           "init_output_bias": args.init_output_bias, **train_options})
+    train = train_config_of(name, args)
     metrics = fit(model, guide, data, train, progress=False, on_epoch=lambda row: print(name, row, flush=True))
+    return model, guide, metrics, train
+
+
+def train_config_of(name: str, args) -> TrainConfig:
+    return TrainConfig(**{"epochs": args.epochs, "batch_size": 100, "lr": 1e-3, "seed": args.seed,
+                          "init_output_bias": args.init_output_bias, **ROWS[name][1]})
+
+
+def load_row(name: str, run_dir: Path, args, device) -> tuple[nn.Module, nn.Module, pd.DataFrame, TrainConfig]:
+    """A row trained by ``ppl-vae train`` (with checkpoints, resumable) instead of here: the
+    finished run directory's pair and metrics, after checking that it is the row's model and
+    training, so that it scores as the row would."""
+    model, guide, _ = load_run(run_dir, device, args.data_dir)
+    config = read_config(run_dir)
+    train = TrainConfig(**config["train"])
+    mismatched = [f"{key} {theirs!r} (the row's: {ours!r})"
+                  for run_config, row_config in ((ModelConfig.from_dict(config["model"]), config_of(name)),
+                                                 (train, train_config_of(name, args)))
+                  for key, ours in asdict(row_config).items() if (theirs := getattr(run_config, key)) != ours]
+    if mismatched:
+        raise ValueError(f"{run_dir} was not trained as row {name} with these options: {', '.join(mismatched)}")
+    return model, guide, pd.read_csv(Path(run_dir) / "metrics.csv"), train
+
+
+def run_row(name: str, trained, x_nll: torch.Tensor, args, device) -> tuple[dict, torch.Tensor]:
+    """Estimate a trained row's test NLL: its table row and per-image NLLs."""
+    config = config_of(name)
+    model, guide, metrics, train = trained
+    pyro.clear_param_store()  # the pair's own weights only, whichever rows ran before
     start = time.perf_counter()
     result, means = estimate_log_likelihood(model, guide, x_nll, num_samples=args.num_samples, seed=args.seed)
     nll = -result.log_likelihood
@@ -172,7 +204,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), help="default: every row, or with --from-runs, its rows")
     parser.add_argument("--num-samples", type=int, default=5000, help="K for the test NLL")
     parser.add_argument("--nll-datapoints", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
@@ -180,9 +212,22 @@ def main() -> None:
     parser.add_argument("--name", default="priors", help="file stem of the results (NAME.csv, NAME.md, NAME_per_image.csv)")
     parser.add_argument("--init-output-bias", action=argparse.BooleanOptionalAction, default=False,
                         help="start every row's decoder at the data's mean (TrainConfig.init_output_bias)")
+    parser.add_argument("--from-runs", nargs="+", default=[], metavar="ROW=RUN_DIR",
+                        help="score these rows from finished `ppl-vae train` run directories trained with the "
+                             "row's settings (checked) instead of training them here; they join --rows")
     args = parser.parse_args()
+    from_runs = dict(item.split("=", 1) for item in args.from_runs if "=" in item)
+    if len(from_runs) != len(args.from_runs) or not set(from_runs) <= set(ROWS):
+        parser.exit(2, f"error: --from-runs takes ROW=RUN_DIR with ROW one of: {', '.join(ROWS)}\n")
+    args.rows = [name for name in args.rows or ([] if from_runs else ROWS) if name not in from_runs] + list(from_runs)
     flush_subnormals()  # as the ppl-vae command does, before any parallel work (ppl_vae.training.subnormals)
     device = resolve_device(args.device)
+    loaded = {}
+    for name, run_dir in from_runs.items():  # checked before any row trains
+        try:
+            loaded[name] = load_row(name, Path(run_dir), args, device)
+        except ValueError as error:  # RunDirError too: not a finished run of this row
+            parser.exit(2, f"error: {error}\n")
     data = load_dataset("binarized-mnist", args.data_dir, device)
     x_nll = torch.bernoulli(data.test[: args.nll_datapoints], generator=torch.Generator(device).manual_seed(0))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -193,7 +238,8 @@ def main() -> None:
         if len(table) and name in set(table["name"]):
             print(f"{name}: already in {table_path}, skipped", flush=True)
             continue
-        row, nll = run_row(name, data, x_nll, args, device)
+        trained = loaded.pop(name) if name in loaded else train_row(name, data, args, device)
+        row, nll = run_row(name, trained, x_nll, args, device)
         print(row, flush=True)
         table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
         table.to_csv(table_path, index=False)
