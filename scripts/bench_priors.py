@@ -24,7 +24,6 @@ Usage::
 import argparse
 import platform
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -33,8 +32,9 @@ import torch
 from torch import nn
 
 from ppl_vae import ModelConfig, TrainConfig, build_pair, fit, load_dataset
-from ppl_vae.cli.run_directory import load_run, read_config
+from ppl_vae.cli.run_directory import read_config
 from ppl_vae.infer.importance import active_units, estimate_log_likelihood
+from ppl_vae.training.checkpoints import config_differences, load_pair
 from ppl_vae.training.device import resolve_device
 from ppl_vae.training.subnormals import flush_subnormals
 
@@ -100,23 +100,24 @@ def train_row(name: str, data, args, device) -> tuple[nn.Module, nn.Module, pd.D
 
 
 def train_config_of(name: str, args) -> TrainConfig:
+    """The training settings of a row: the benchmark's, with the row's own options over them."""
     return TrainConfig(**{"epochs": args.epochs, "batch_size": 100, "lr": 1e-3, "seed": args.seed,
                           "init_output_bias": args.init_output_bias, **ROWS[name][1]})
 
 
 def load_row(name: str, run_dir: Path, args, device) -> tuple[nn.Module, nn.Module, pd.DataFrame, TrainConfig]:
     """A row trained by ``ppl-vae train`` (with checkpoints, resumable) instead of here: the
-    finished run directory's pair and metrics, after checking that it is the row's model and
-    training, so that it scores as the row would."""
-    model, guide, _ = load_run(run_dir, device, args.data_dir)
-    config = read_config(run_dir)
-    train = TrainConfig(**config["train"])
-    mismatched = [f"{key} {theirs!r} (the row's: {ours!r})"
-                  for run_config, row_config in ((ModelConfig.from_dict(config["model"]), config_of(name)),
-                                                 (train, train_config_of(name, args)))
-                  for key, ours in asdict(row_config).items() if (theirs := getattr(run_config, key)) != ours]
-    if mismatched:
-        raise ValueError(f"{run_dir} was not trained as row {name} with these options: {', '.join(mismatched)}")
+    finished run directory's pair and metrics, after checking that its checkpoint holds the
+    row's model and its config the row's training, so that it scores as the row would.
+
+    :raises ValueError: naming the run and what differs, or why it is not a finished run.
+    """
+    train = TrainConfig(**read_config(run_dir)["train"])
+    model, guide, config = load_pair(run_dir, device)  # CheckpointError if it has no checkpoint.pt
+    differing = (config_differences(config.to_dict(), config_of(name).to_dict())
+                 + config_differences(train.to_dict(), train_config_of(name, args).to_dict()))
+    if differing:
+        raise ValueError(f"{run_dir} was not trained as row {name}: {'; '.join(differing)}")
     return model, guide, pd.read_csv(Path(run_dir) / "metrics.csv"), train
 
 
@@ -226,7 +227,7 @@ def main() -> None:
     for name, run_dir in from_runs.items():  # checked before any row trains
         try:
             loaded[name] = load_row(name, Path(run_dir), args, device)
-        except ValueError as error:  # RunDirError too: not a finished run of this row
+        except ValueError as error:  # RunDirError and CheckpointError too: not a finished run of this row
             parser.exit(2, f"error: {error}\n")
     data = load_dataset("binarized-mnist", args.data_dir, device)
     x_nll = torch.bernoulli(data.test[: args.nll_datapoints], generator=torch.Generator(device).manual_seed(0))

@@ -140,6 +140,12 @@ def load_weights(path: Path, payload: dict[str, Any], model: nn.Module, guide: n
         raise CheckpointError(f"{path} does not match its config: {str(error).splitlines()[0]}") from None
 
 
+def config_differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
+    """``"<key> <their value> (asked: <our value>)"`` for each setting of ``ours`` that ``theirs`` differs in
+    (both as ``to_dict()`` gives them)."""
+    return [f"{key} {theirs.get(key)!r} (asked: {ours[key]!r})" for key in ours if theirs.get(key) != ours[key]]
+
+
 def warm_start(path: str | Path, model: nn.Module, guide: nn.Module, config: ModelConfig) -> dict[str, Any]:
     """Copy a finished run's weights into a new ``(model, guide)`` of the same architecture.
 
@@ -154,8 +160,7 @@ def warm_start(path: str | Path, model: nn.Module, guide: nn.Module, config: Mod
     if path.is_dir():
         path = path / "checkpoint.pt"
     payload = load_checkpoint(path, map_location=next(model.parameters()).device)
-    theirs, ours = payload["config"].to_dict(), config.to_dict()
-    differing = [f"{key} {theirs.get(key)!r} (asked: {ours[key]!r})" for key in ours if theirs.get(key) != ours[key]]
+    differing = config_differences(payload["config"].to_dict(), config.to_dict())
     if differing:
         raise CheckpointError(f"{path} holds another model: {'; '.join(differing)}")
     load_weights(path, payload, model, guide)
