@@ -68,7 +68,14 @@ ROWS = {
     # both depths with Burda et al.'s optimization: batches of 20 and their stepwise decay of the rate
     "vae-standard-diag-burda": ({**ONE_LAYER, "prior": "standard"}, {"batch_size": 20, "lr_schedule": "burda"}),
     "hierarchical-standard-diag-burda": ({**TWO_LAYERS, "prior": "standard"}, {"batch_size": 20, "lr_schedule": "burda"}),
+    # the warm-up-100 rows' finished runs going on at a tenth of the rate (a two-stage schedule, like the end of
+    # Burda et al.'s): trained by `ppl-vae train --init-from RUN --lr 1e-4`, scored with --from-runs only
+    "vae-standard-diag-warmup100-lr1e-4": ({**ONE_LAYER, "prior": "standard"}, {"lr": 1e-4, "init_output_bias": False}),
+    "hierarchical-standard-diag-warmup100-lr1e-4": ({**TWO_LAYERS, "prior": "standard"}, {"lr": 1e-4, "init_output_bias": False}),
 }
+# rows that start from another row's finished run: row -> that row
+WARM_STARTED = {"vae-standard-diag-warmup100-lr1e-4": "vae-standard-diag-warmup100",
+                "hierarchical-standard-diag-warmup100-lr1e-4": "hierarchical-standard-diag-warmup100"}
 
 
 def baseline(name: str) -> str:
@@ -110,15 +117,29 @@ def load_row(name: str, run_dir: Path, args, device) -> tuple[nn.Module, nn.Modu
     finished run directory's pair and metrics, after checking that its checkpoint holds the
     row's model and its config the row's training, so that it scores as the row would.
 
+    A row of :data:`WARM_STARTED` must have been started (``--init-from``) from the finished run
+    of its origin row, itself checked with the epochs it had then; its metrics continue the
+    origin's, so the table counts the epochs and seconds of both stages.
+
     :raises ValueError: naming the run and what differs, or why it is not a finished run.
     """
-    train = TrainConfig(**read_config(run_dir)["train"])
+    run_config = read_config(run_dir)
+    train = TrainConfig(**run_config["train"])
     model, guide, config = load_pair(run_dir, device)  # CheckpointError if it has no checkpoint.pt
     differing = (config_differences(config.to_dict(), config_of(name).to_dict())
                  + config_differences(train.to_dict(), train_config_of(name, args).to_dict()))
     if differing:
         raise ValueError(f"{run_dir} was not trained as row {name}: {'; '.join(differing)}")
-    return model, guide, pd.read_csv(Path(run_dir) / "metrics.csv"), train
+    metrics = pd.read_csv(Path(run_dir) / "metrics.csv")
+    if name in WARM_STARTED:
+        origin = run_config.get("init_from")
+        if origin is None:
+            raise ValueError(f"{run_dir} was not started from a run of row {WARM_STARTED[name]} (ppl-vae train --init-from)")
+        origin_args = argparse.Namespace(**{**vars(args), "epochs": origin["epoch"]})
+        *_, before, _ = load_row(WARM_STARTED[name], Path(origin["path"]).parent, origin_args, device)
+        metrics = pd.concat([before, metrics.assign(epoch=metrics["epoch"] + before["epoch"].iloc[-1],
+                                                    seconds=metrics["seconds"] + before["seconds"].iloc[-1])])
+    return model, guide, metrics, train
 
 
 def run_row(name: str, trained, x_nll: torch.Tensor, args, device) -> tuple[dict, torch.Tensor]:
@@ -133,14 +154,14 @@ def run_row(name: str, trained, x_nll: torch.Tensor, args, device) -> tuple[dict
     row = {
         "name": name, "model": config.model, "prior": config.prior, "guide": config.guide,
         "guide_options": str(config.guide_options or ""), "prior_options": str(config.prior_options or ""),
-        "elbo": train.elbo, "num_particles": train.num_particles, "epochs": args.epochs,
+        "elbo": train.elbo, "num_particles": train.num_particles, "epochs": int(metrics["epoch"].iloc[-1]),
         "batch_size": train.batch_size, "lr_schedule": train.lr_schedule,
         "init_output_bias": train.init_output_bias,
         "test_elbo": round(metrics["test_elbo"].iloc[-1], 2), "test_nll": round(nll.mean().item(), 2),
         "nll_std_error": round((nll.std() / len(nll) ** 0.5).item(), 2),
         "nll_num_samples": args.num_samples, "nll_datapoints": len(x_nll),
         "active_units": " ".join(f"{site}:{count}" for site, count in units.items()),
-        "seconds_per_epoch": round(metrics["seconds"].iloc[-1] / args.epochs, 1),
+        "seconds_per_epoch": round(metrics["seconds"].iloc[-1] / metrics["epoch"].iloc[-1], 1),
         "nll_seconds": round(time.perf_counter() - start, 1), "device": str(device),
     }
     return row, nll
@@ -153,6 +174,14 @@ def paired(per_image: pd.DataFrame, name: str, baseline: str) -> tuple[float, fl
     nlls = per_image.pivot(index="image", columns="name", values="nll")
     gain = (nlls[baseline] - nlls[name]).dropna()  # the images both rows were scored on
     return gain.mean(), gain.std() / len(gain) ** 0.5
+
+
+def warm_start_notes(names: set[str], epochs: int) -> list[str]:
+    """The report's lines on the rows of :data:`WARM_STARTED` among ``names``."""
+    notes = [f"`{name}` goes on from the finished run of `{origin}` at lr {ROWS[name][1]['lr']:g} for {epochs} "
+             f"more epochs (`ppl-vae train --init-from RUN --lr {ROWS[name][1]['lr']:g}`: Adam's state afresh, no "
+             "warm-up); its epochs and seconds count both stages." for name, origin in WARM_STARTED.items() if name in names]
+    return ["", *notes] if notes else []
 
 
 def write_report(table: pd.DataFrame, per_image: pd.DataFrame, args, device, path: Path) -> None:
@@ -190,6 +219,7 @@ def write_report(table: pd.DataFrame, per_image: pd.DataFrame, args, device, pat
         "(binarized once, seed 0). nll_gain: the NLL of `vs` minus this row's, paired over the images both were "
         "scored on, with its standard error (positive: this row is better). seconds_per_epoch: training time per epoch "
         "(rows run one after another on a shared machine).",
+        *warm_start_notes(set(table["name"]), args.epochs),
         "",
         table[[c for c in columns if c in table]].to_markdown(index=False),
         "",
@@ -205,7 +235,8 @@ def main() -> None:
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--rows", nargs="+", choices=list(ROWS), help="default: every row, or with --from-runs, its rows")
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS),
+                        help="default: every row trained here; with --from-runs, its rows")
     parser.add_argument("--num-samples", type=int, default=5000, help="K for the test NLL")
     parser.add_argument("--nll-datapoints", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
@@ -220,7 +251,11 @@ def main() -> None:
     from_runs = dict(item.split("=", 1) for item in args.from_runs if "=" in item)
     if len(from_runs) != len(args.from_runs) or not set(from_runs) <= set(ROWS):
         parser.exit(2, f"error: --from-runs takes ROW=RUN_DIR with ROW one of: {', '.join(ROWS)}\n")
-    args.rows = [name for name in args.rows or ([] if from_runs else ROWS) if name not in from_runs] + list(from_runs)
+    trainable = [name for name in ROWS if name not in WARM_STARTED]
+    args.rows = [name for name in args.rows or ([] if from_runs else trainable) if name not in from_runs] + list(from_runs)
+    if untrainable := [name for name in args.rows if name not in trainable and name not in from_runs]:
+        parser.exit(2, f"error: rows {', '.join(untrainable)} go on from other rows' runs (ppl-vae train --init-from); "
+                       "score them with --from-runs ROW=RUN_DIR\n")
     flush_subnormals()  # as the ppl-vae command does, before any parallel work (ppl_vae.training.subnormals)
     device = resolve_device(args.device)
     loaded = {}
