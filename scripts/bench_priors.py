@@ -3,7 +3,9 @@
 The prior rows use Burda et al.'s one-layer architecture (784-200-200-50 tanh MLP encoder,
 mirrored decoder, Bernoulli), the standard, mixture, VampPrior and flow priors each with
 the diagonal guide and with the 8-step IAF guide. The two-layer rows use Burda et al.'s
-two-layer architecture (``--model hierarchical``: 784-100-100-z1(100)-50-50-z2(50)). Every
+two-layer architecture as their paper describes it (``--model hierarchical``:
+784-100-100-z1(100)-50-50-z2(50)); the ``hierarchical200`` rows use the wider layers of their
+released code (``--layer-widths 200 100``: 784-200-200-z1(100)-100-100-z2(50)). Every
 row trains with Adam lr 1e-3 (batch 100 unless a row says otherwise), for the same number of epochs and seed, through
 the library's own :func:`~ppl_vae.training.trainer.fit`; the test NLL is the library's
 importance-sampled bound (:func:`~ppl_vae.infer.importance.estimate_log_likelihood`) with
@@ -23,6 +25,7 @@ Usage::
 
 import argparse
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -41,6 +44,8 @@ from ppl_vae.training.subnormals import flush_subnormals
 ONE_LAYER = {"z_dim": 50, "hidden_dims": (200, 200), "activation": "tanh", "likelihood": "bernoulli"}
 TWO_LAYERS = {"model": "hierarchical", "z_dims": (100, 50), "layer_widths": (100, 50), "activation": "tanh",
               "likelihood": "bernoulli"}
+# the widths of Burda et al.'s released code (github.com/yburda/iwae, experiments.py), wider than the paper's text
+TWO_LAYERS_CODE = {**TWO_LAYERS, "layer_widths": (200, 100)}
 IAF8 = {"guide": "iaf", "guide_options": {"num_flows": 8}}
 PRIOR_OPTIONS = {"standard": {}, "mixture": {"num_components": 100}, "vamp": {"num_pseudo_inputs": 100},
                  "flow": {"num_flows": 2}}
@@ -72,16 +77,23 @@ ROWS = {
     # Burda et al.'s): trained by `ppl-vae train --init-from RUN --lr 1e-4`, scored with --from-runs only
     "vae-standard-diag-warmup100-lr1e-4": ({**ONE_LAYER, "prior": "standard"}, {"lr": 1e-4, "init_output_bias": False}),
     "hierarchical-standard-diag-warmup100-lr1e-4": ({**TWO_LAYERS, "prior": "standard"}, {"lr": 1e-4, "init_output_bias": False}),
+    # two layers as in Burda et al.'s code: 784-200-200-100 and 100-100-100-50, the generative networks mirrored
+    "hierarchical200-standard-diag-warmup100": ({**TWO_LAYERS_CODE, "prior": "standard"}, {"warmup_epochs": 100}),
+    "hierarchical200-standard-diag-warmup100-lr1e-4": ({**TWO_LAYERS_CODE, "prior": "standard"},
+                                                       {"lr": 1e-4, "init_output_bias": False}),
+    "hierarchical200-standard-diag-burda": ({**TWO_LAYERS_CODE, "prior": "standard"},
+                                            {"batch_size": 20, "lr_schedule": "burda"}),
 }
 # rows that start from another row's finished run: row -> that row
 WARM_STARTED = {"vae-standard-diag-warmup100-lr1e-4": "vae-standard-diag-warmup100",
-                "hierarchical-standard-diag-warmup100-lr1e-4": "hierarchical-standard-diag-warmup100"}
+                "hierarchical-standard-diag-warmup100-lr1e-4": "hierarchical-standard-diag-warmup100",
+                "hierarchical200-standard-diag-warmup100-lr1e-4": "hierarchical200-standard-diag-warmup100"}
 
 
 def baseline(name: str) -> str:
     """A row's reference for the paired difference: a two-layer row's one-layer twin (same
     prior, guide and training), else the same guide with the standard prior, one layer."""
-    twin = name.replace("hierarchical-", "vae-", 1)
+    twin = re.sub(r"^hierarchical\d*-", "vae-", name)
     if twin != name and twin in ROWS:
         return twin
     return "vae-standard-iaf" if name.endswith("-iaf") else "vae-standard-diag"
@@ -208,7 +220,8 @@ def write_report(table: pd.DataFrame, per_image: pd.DataFrame, args, device, pat
         "batch 100 and a constant rate unless the columns batch_size and lr_schedule say otherwise (burda: Burda "
         "et al.'s stepwise decay to a tenth, scaled to the epochs). One layer (`vae`): 784-200-200-50 tanh, "
         "Bernoulli (Burda et al.'s one-layer model); two layers "
-        "(`hierarchical`): 784-100-100-100-50-50-50 tanh (their two-layer model). iaf: 8 IAF steps. "
+        "(`hierarchical`): 784-100-100-100-50-50-50 tanh (their two-layer model as the paper describes it; rows "
+        "`hierarchical200-*`: 784-200-200-100-100-100-50, the widths of their released code). iaf: 8 IAF steps. "
         f"Priors: mixture of {PRIOR_OPTIONS['mixture']['num_components']} Gaussians, VampPrior with "
         f"{PRIOR_OPTIONS['vamp']['num_pseudo_inputs']} pseudo-inputs, flow of "
         f"{PRIOR_OPTIONS['flow']['num_flows']} MAF steps. "
