@@ -7,9 +7,10 @@ Each layer of the guide is a registry guide (:data:`ppl_vae.guides.registry.GUID
 encoder, so an IAF guide can sit on every layer; the top layer's prior comes from the prior
 registry (:data:`ppl_vae.priors.registry.PRIORS`).
 
-Burda et al.'s two-layer architecture for MNIST is the default of ``--model hierarchical``:
-x -> two tanh layers of 100 -> z1 (100) -> two tanh layers of 50 -> z2 (50), and the
-generative networks mirror it.
+Burda et al.'s two-layer architecture for MNIST, as their paper describes it, is the default of
+``--model hierarchical``: x -> two tanh layers of 100 -> z1 (100) -> two tanh layers of 50 -> z2 (50),
+and the generative networks mirror it. Their released code (github.com/yburda/iwae) uses layers of
+200 and 100 instead: ``--layer-widths 200 100``.
 """
 
 import math
