@@ -84,10 +84,8 @@ ROWS = {
     "hierarchical200-standard-diag-burda": ({**TWO_LAYERS_CODE, "prior": "standard"},
                                             {"batch_size": 20, "lr_schedule": "burda"}),
 }
-# rows that start from another row's finished run: row -> that row
-WARM_STARTED = {"vae-standard-diag-warmup100-lr1e-4": "vae-standard-diag-warmup100",
-                "hierarchical-standard-diag-warmup100-lr1e-4": "hierarchical-standard-diag-warmup100",
-                "hierarchical200-standard-diag-warmup100-lr1e-4": "hierarchical200-standard-diag-warmup100"}
+# rows that start from another row's finished run at a tenth of its rate: row -> that row
+WARM_STARTED = {name: name.removesuffix("-lr1e-4") for name in ROWS if name.endswith("-lr1e-4")}
 
 
 def baseline(name: str) -> str:
